@@ -1,0 +1,5 @@
+"""`python -m rawbit` is the `rawbit` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,25 @@
+"""Errors a photographer can read; the CLI turns them into exit code 1 and one line on stderr."""
+
+
+class RawbitError(Exception):
+    """Base class: every expected failure (bad input, bad file, missing model) is one of these."""
+
+
+class RawReadError(RawbitError):
+    """A RAW file cannot be read, or is not a Bayer mosaic the codec handles."""
+
+
+class BitstreamError(RawbitError):
+    """A .rbit file is damaged, truncated, or of a newer format."""
+
+
+class ModelError(RawbitError):
+    """A model or its weights cannot be found or loaded."""
+
+
+class OutputError(RawbitError):
+    """An output cannot be written (exists without --force, missing directory...)."""
+
+
+class InputError(RawbitError):
+    """An input file is missing or unreadable."""

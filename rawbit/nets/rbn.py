@@ -1,0 +1,210 @@
+"""RBN, the RAWtoBit network (Jeong & Jung, ECCV-W 2022, §3.3), and its same-shaped relatives.
+
+RAW in, entropy-coded latent, sRGB out::
+
+    x (B,4,H/2,W/2) --[camera input]--> g_a (3x3 convs s2 + GDN) --> y (B,M,H/32,W/32)
+        y * gain[q] --> hyperprior (h_a, z, h_s) + checkerboard context --> y_hat (rANS-coded)
+        y_hat * inv_gain[q] --> g_s (LiteISPNet decoder: deconvs + RCAGs) --> x_hat (B,3,H,W)
+
+One class serves the paper's teachers too, by configuration: the compression teacher decodes back to
+packed RAW (`output="raw"`), the ISP teacher encodes sRGB (`input="srgb"`). A per-rate gain vector
+on the latent (Cui et al., CVPR 2021, "asymmetric gained" units) lets one model serve every rate point;
+with a single rate it is the paper's one-model-per-lambda RBN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import torch
+from compressai.entropy_models import EntropyBottleneck
+from compressai.latent_codecs import (
+    CheckerboardLatentCodec,
+    GaussianConditionalLatentCodec,
+    HyperLatentCodec,
+    HyperpriorLatentCodec,
+)
+from compressai.layers import GDN, CheckerboardMaskedConv2d, conv3x3
+from torch import Tensor, nn
+
+from .blocks import RCAG, deconv3x3, pad_to_multiple, run_recording
+from .camera_input import camera_input
+
+# The paper's lambda set for RBN (§4.1), lowest rate first; one model covers all seven.
+PAPER_LAMBDAS = (0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
+
+
+@dataclass(frozen=True)
+class RBNConfig:
+    """Everything needed to rebuild an RBN; stored in every checkpoint."""
+
+    arch: str = "rbn"
+    input: str = "camera"  # "camera" (file WB + matrix + gamma first), "plain" (paper), "srgb" (ISP teacher)
+    output: str = "srgb"  # "srgb", or "raw" for the compression teacher
+    enc_channels: int = 256
+    latent_channels: int = 192
+    hyper_channels: int = 192
+    dec_channels: tuple[int, ...] = (256, 256, 128, 64, 32)  # from 1/32 to 1/2 of the sRGB size
+    rcab_per_group: int = 2
+    lambdas: tuple[float, ...] = PAPER_LAMBDAS
+    context: str = "checkerboard"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RBNConfig":
+        d = dict(d)
+        for key in ("dec_channels", "lambdas"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+class RBNOutput(NamedTuple):
+    x_hat: Tensor  # (B, 3, H, W) sRGB in [0, 1]-ish, or (B, 4, H/2, W/2) RAW for output="raw"
+    likelihoods: dict[str, Tensor]  # "y", "z"
+    enc_features: list[Tensor]  # outputs of g_a's convolutions, for attention transfer
+    dec_features: list[Tensor]  # outputs of g_s's convolutions and RCAGs
+
+
+class RBN(nn.Module):
+    """RAWtoBit network: encoder, context+hyperprior entropy model, LiteISPNet-style decoder."""
+
+    def __init__(self, config: RBNConfig):
+        super().__init__()
+        self.config = c = config
+        N, M, H = c.enc_channels, c.latent_channels, c.hyper_channels
+        in_ch = 3 if c.input == "srgb" else 4
+        # sRGB input is twice the packed RAW's size: one more stride keeps y at 1/32 of the sRGB size.
+        n_down = 5 if c.input == "srgb" else 4
+        enc: list[nn.Module] = []
+        for i in range(n_down - 1):
+            enc += [conv3x3(in_ch if i == 0 else N, N, stride=2), GDN(N)]
+        enc.append(conv3x3(N, M, stride=2))
+        self.g_a = nn.ModuleList(enc)
+
+        ch = c.dec_channels
+        dec: list[nn.Module] = [conv3x3(M, ch[0]), RCAG(ch[0], c.rcab_per_group)]
+        for a, b in zip(ch[:-1], ch[1:]):
+            dec += [deconv3x3(a, b), GDN(b, inverse=True), RCAG(b, c.rcab_per_group)]
+        if c.output == "srgb":
+            dec.append(deconv3x3(ch[-1], 3))  # stands in for LiteISPNet's inverse wavelet transform
+        else:
+            dec.append(conv3x3(ch[-1], 4))
+        self.g_s = nn.ModuleList(dec)
+
+        h_a = nn.Sequential(
+            conv3x3(M, H), nn.LeakyReLU(inplace=True),
+            conv3x3(H, H, stride=2), nn.LeakyReLU(inplace=True),
+            conv3x3(H, H, stride=2),
+        )  # fmt: skip
+        h_s = nn.Sequential(
+            conv3x3(H, H), nn.LeakyReLU(inplace=True),
+            deconv3x3(H, H), nn.LeakyReLU(inplace=True),
+            conv3x3(H, H * 3 // 2), nn.LeakyReLU(inplace=True),
+            deconv3x3(H * 3 // 2, H * 3 // 2), nn.LeakyReLU(inplace=True),
+            conv3x3(H * 3 // 2, 2 * M),
+        )  # fmt: skip
+        self.latent_codec = HyperpriorLatentCodec(
+            latent_codec={
+                "y": CheckerboardLatentCodec(
+                    latent_codec={"y": GaussianConditionalLatentCodec(quantizer="ste")},
+                    entropy_parameters=nn.Sequential(
+                        nn.Conv2d(4 * M, 10 * M // 3, 1), nn.LeakyReLU(inplace=True),
+                        nn.Conv2d(10 * M // 3, 8 * M // 3, 1), nn.LeakyReLU(inplace=True),
+                        nn.Conv2d(8 * M // 3, 2 * M, 1),
+                    ),  # fmt: skip
+                    context_prediction=CheckerboardMaskedConv2d(M, 2 * M, kernel_size=5, padding=2),
+                ),
+                "hyper": HyperLatentCodec(
+                    entropy_bottleneck=EntropyBottleneck(H), h_a=h_a, h_s=h_s, quantizer="ste"
+                ),
+            }
+        )
+        # Quantisation step 1/gain: sqrt(lambda) spacing is where MSE-optimal steps sit at high rate.
+        ref = math.sqrt(min(c.lambdas) * max(c.lambdas))
+        log_gain = torch.tensor([0.5 * math.log(lam / ref) for lam in c.lambdas])
+        self.log_gain = nn.Parameter(log_gain[:, None].repeat(1, M).clone())
+        self.log_inv_gain = nn.Parameter(-log_gain[:, None].repeat(1, M).clone())
+
+    # --- sizes -------------------------------------------------------------------------------------
+    @property
+    def n_rates(self) -> int:
+        return len(self.config.lambdas)
+
+    @property
+    def input_multiple(self) -> int:
+        """Input height/width must be multiples of this (y at 1/16 of packed RAW, z at 1/4 of y)."""
+        return 128 if self.config.input == "srgb" else 64
+
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of y for an sRGB image of this size, after padding to the input multiple."""
+        m = 128  # sRGB pixels per input multiple: 64 packed RAW pixels, or 128 sRGB pixels
+        return -(-height // m) * m // 32, -(-width // m) * m // 32
+
+    # --- the two transforms -----------------------------------------------------------------------
+    def analyze(
+        self, x: Tensor, wb: Tensor | None = None, cam_to_srgb: Tensor | None = None,
+        record: list[Tensor] | None = None,
+    ) -> Tensor:  # fmt: skip
+        """(B, 4, h, w) packed RAW (or (B, 3, H, W) sRGB) -> (B, M, H/32, W/32) latent y."""
+        if self.config.input == "camera":
+            if wb is None or cam_to_srgb is None:
+                raise ValueError("this model needs the file's white balance and colour matrix")
+            x = camera_input(x, wb, cam_to_srgb)
+        return run_recording(self.g_a, x, record)
+
+    def synthesize(self, y_hat: Tensor, record: list[Tensor] | None = None) -> Tensor:
+        """(B, M, H/32, W/32) dequantised latent -> (B, 3, H, W) sRGB (or packed RAW)."""
+        return run_recording(self.g_s, y_hat, record)
+
+    def _gain(self, q: Tensor | int, inverse: bool = False) -> Tensor:
+        table = self.log_inv_gain if inverse else self.log_gain
+        return table[q].exp().reshape(-1, self.config.latent_channels, 1, 1)
+
+    # --- training ---------------------------------------------------------------------------------
+    def forward(
+        self, x: Tensor, q: Tensor | int, wb: Tensor | None = None,
+        cam_to_srgb: Tensor | None = None, record: bool = False,
+    ) -> RBNOutput:  # fmt: skip
+        """x (B, 4, h, w) with h, w multiples of `input_multiple`; q: rate index per sample."""
+        enc_f: list[Tensor] | None = [] if record else None
+        dec_f: list[Tensor] | None = [] if record else None
+        y = self.analyze(x, wb, cam_to_srgb, enc_f)
+        out = self.latent_codec(y * self._gain(q))
+        x_hat = self.synthesize(out["y_hat"] * self._gain(q, inverse=True), dec_f)
+        return RBNOutput(x_hat, out["likelihoods"], enc_f or [], dec_f or [])
+
+    # --- coding (the probability path runs wherever the latent codec lives: keep it on CPU) -------
+    def compress_latent(self, y: Tensor, q: int) -> tuple[list[bytes], tuple[int, int]]:
+        """Quantise and rANS-code y: [y anchors, y non-anchors, z] strings and y's (h, w)."""
+        out = self.latent_codec.compress(y * self._gain(q))
+        y_anchor, y_rest, z = (s[0] for s in out["strings"])
+        return [y_anchor, y_rest, z], tuple(y.shape[-2:])
+
+    def decompress_latent(self, strings: list[bytes], y_size: tuple[int, int], q: int) -> Tensor:
+        """Inverse of compress_latent: the dequantised latent the decoder's g_s consumes."""
+        h, w = y_size
+        shape = {"y": (self.config.latent_channels, h, w), "hyper": (h // 4, w // 4)}
+        y_anchor, y_rest, z = strings
+        out = self.latent_codec.decompress([[y_anchor], [y_rest], [z]], shape)
+        return out["y_hat"] * self._gain(q, inverse=True)
+
+    def aux_loss(self) -> Tensor:
+        return sum(m.loss() for m in self.modules() if isinstance(m, EntropyBottleneck))
+
+    def update(self, force: bool = True) -> None:
+        """Build the CDF tables the rANS coder uses; done once when weights are exported."""
+        from compressai.models.base import get_scale_table
+
+        for m in self.modules():
+            if isinstance(m, EntropyBottleneck):
+                m.update(force=force)
+        gc = self.latent_codec["y"]["y"].gaussian_conditional
+        gc.update_scale_table(get_scale_table(), force=force)
+
+    def pad(self, x: Tensor) -> Tensor:
+        return pad_to_multiple(x, self.input_multiple)

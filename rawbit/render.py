@@ -1,0 +1,36 @@
+"""The reference rendering: LibRaw's own pipeline, the ground truth for training, tests and bench."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .raw import bayer_crop, open_raw
+
+# Camera white balance, no auto-brightness, 8-bit sRGB, AHD, no flip (DESIGN.md). Part of every
+# cache key, so changing one of these never reuses stale renderings. adjust_maximum_thr=0: by
+# default LibRaw treats the brightest pixel as white when it lies within 75-100% of the white level,
+# brightening the whole photo by an amount no patch of it can predict; off, the rendering is a
+# function of the local data only, which a network (and a photographer) can rely on.
+RENDER_SETTINGS = dict(
+    use_camera_wb=True,
+    no_auto_bright=True,
+    adjust_maximum_thr=0.0,
+    output_bps=8,
+    user_flip=0,
+    demosaic_algorithm="AHD",
+)
+
+
+def reference_rendering(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 sRGB, cropped exactly like `read_raw` crops the packed RAW."""
+    import rawpy
+
+    settings = dict(RENDER_SETTINGS, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD)
+    with open_raw(path) as raw:
+        _, (top, left), (h, w) = bayer_crop(raw, path)
+        rgb = raw.postprocess(**settings)
+    if rgb.shape[0] < top + h or rgb.shape[1] < left + w:
+        raise AssertionError(f"LibRaw rendered {rgb.shape[:2]} for a {h}x{w} visible area")
+    return np.ascontiguousarray(rgb[top : top + h, left : left + w])
