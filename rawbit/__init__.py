@@ -5,6 +5,11 @@
     >>> image = rawbit.decode(data)                     # (H, W, 3) uint8 sRGB, oriented
 """
 
+import warnings
+
+# compressai calls torch.jit.script at import, which torch >= 2.10 flags; nothing a user can act on.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+
 from .api import decode, encode, info, reference
 from .errors import RawbitError
 

@@ -34,8 +34,10 @@ class Report:
         self.done += 1
 
     def fail(self, err: Exception) -> None:
+        from tqdm import tqdm
+
         self.failed += 1
-        click.echo(f"Error: {err}", err=True)
+        tqdm.write(f"Error: {err}", file=sys.stderr)  # above the progress bar, not through it
 
     @property
     def exit_code(self) -> int:

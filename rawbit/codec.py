@@ -67,6 +67,7 @@ def synthesize_tiled(
     out = torch.empty(1, 3, h * scale, w * scale)
     boxes = [(i, j) for i in range(0, h, tile) for j in range(0, w, tile)]
 
+    @torch.inference_mode()  # grad mode is per thread: the pool's threads need it too
     def run(box: tuple[int, int]) -> None:
         i, j = box
         i0, j0 = max(i - halo, 0), max(j - halo, 0)

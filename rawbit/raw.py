@@ -54,19 +54,46 @@ class RawImage:
 
 
 @contextlib.contextmanager
+def _libraw_quiet() -> Iterator[None]:
+    """Silence what LibRaw prints straight to the C stderr ("Unexpected end of file"): the error it
+    raises is reported once, as one readable line, by whoever catches it."""
+    import os
+    import sys
+
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. captured in tests)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
+@contextlib.contextmanager
 def open_raw(path: str | Path) -> Iterator[rawpy.RawPy]:
     """rawpy.imread with LibRaw's errors translated to one readable message."""
     path = Path(path)
     if not path.is_file():
         raise RawReadError(f"{path}: no such file")
     try:
-        raw = rawpy.imread(str(path))
+        with _libraw_quiet():
+            raw = rawpy.imread(str(path))
+            raw.unpack()  # now, so damage shows here and not halfway through
     except rawpy.LibRawFileUnsupportedError as e:
         raise RawReadError(f"{path}: not a RAW photo LibRaw can read") from e
     except (rawpy.LibRawError, OSError) as e:
-        raise RawReadError(f"{path}: cannot read RAW file ({e})") from e
+        raise RawReadError(f"{path}: truncated, damaged, or not a RAW photo") from e
     try:
-        yield raw
+        with _libraw_quiet():
+            yield raw
     except (rawpy.LibRawError, OSError) as e:
         raise RawReadError(f"{path}: damaged or truncated RAW data ({e})") from e
     finally:
@@ -80,7 +107,8 @@ def bayer_crop(raw: rawpy.RawPy, path: str | Path) -> tuple[str, tuple[int, int]
     """
     if raw.raw_type != rawpy.RawType.Flat:
         raise RawReadError(
-            f"{path}: already demosaiced (linear) RAW; rawbit needs the sensor's Bayer mosaic"
+            f"{path}: holds full-colour (linear or demosaiced) data, not the sensor's Bayer mosaic "
+            "that rawbit needs"
         )
     pattern = raw.raw_pattern
     if raw.num_colors < 3 or pattern is None:

@@ -146,12 +146,13 @@ def test_bpp_is_counted_from_the_bytes_of_the_written_files(photos: list[Path], 
     codecs = [FakeModel(), PillowCodec("jpeg", sweep=(20, 80))]
     result = run_bench(photos, codecs, out, keep_files=True, progress=False)
     assert len(result.points) == 2 * (3 + 2) and not result.skipped
-    streams = {p.name: p.stat().st_size for p in (out / "streams").rglob("*.bin")}
+    streams = {p.with_suffix("").name: p.stat().st_size for p in (out / "streams").rglob("*-q*.*")}
     assert len(streams) == len(result.points)
     for p in result.points:
-        size = streams[f"{Path(p.image).stem}-{p.image_sha256[:8]}-q{p.quality}.bin"]
+        size = streams[f"{Path(p.image).stem}-{p.image_sha256[:8]}-q{p.quality}"]
         assert p.bytes == size
         assert p.bpp == size * 8 / (192 * 256)
+    assert len(list((out / "streams" / "jpeg").glob("*.jpg"))) == 4
     fake = [p for p in result.points if p.codec == "rawbit-fake"]
     assert all(p.bytes > 16 for p in fake)  # header included
 

@@ -27,6 +27,7 @@ class Codec:
 
     name: str  # label in every output, e.g. "jpeg" or "rawbit-default"
     kind: str  # "standard" (compresses the reference rendering) or "learned" (compresses the RAW)
+    suffix: str = ".bin"  # file extension of what encode returns, for --keep-files
 
     def qualities(self) -> list[int]:
         """Rate points, lowest rate first."""
@@ -65,11 +66,13 @@ class PillowCodec(Codec):
     kind: str = "standard"
 
     _FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF", "jxl": "JXL"}
+    _SUFFIXES = {"jpeg": ".jpg", "webp": ".webp", "avif": ".avif", "jxl": ".jxl"}
     _OPTIONS = {"jpeg": {"optimize": True}, "webp": {}, "avif": {}, "jxl": {}}
 
     def __post_init__(self) -> None:
         if self.name not in self._FORMATS:
             raise RawbitError(f"unknown codec {self.name!r}; choose from {', '.join(STANDARD)}")
+        self.suffix = self._SUFFIXES[self.name]
         if self.name == "jxl":
             import pillow_jxl  # noqa: F401  registers the JXL plugin with Pillow
 
@@ -117,6 +120,7 @@ class RawbitCodec(Codec):
     model: str = "default"
     device: str = "cpu"
     kind: str = "learned"
+    suffix: str = ".rbit"
 
     @property
     def name(self) -> str:  # type: ignore[override]

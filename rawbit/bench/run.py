@@ -174,7 +174,7 @@ def _bench_image(task: _Task, codecs: Sequence[Codec], out: Path, keep_files: bo
             nbytes = len(data)
             if keep_files:
                 # The file on disk is what bpp counts: same bytes, same size.
-                stream = out / "streams" / codec.name / f"{task.path.stem}-{task.sha256[:8]}-q{quality}.bin"
+                stream = out / "streams" / codec.name / f"{task.path.stem}-{task.sha256[:8]}-q{quality}{codec.suffix}"
                 _write_atomic(stream, data)
                 nbytes = stream.stat().st_size
             point = Point(
