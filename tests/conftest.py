@@ -59,14 +59,19 @@ def quality_weights(tmp_path_factory) -> Path:
 
 
 def write_test_dng(path: Path, height: int = 256, width: int = 384, cfa: str = "RGGB",
-                   orientation: int = 1, seed: int = 0) -> Path:  # fmt: skip
-    """A small synthetic DNG of smooth colour gradients (the project's own writer)."""
+                   orientation: int = 1, seed: int = 0, blocks: int = 0) -> Path:  # fmt: skip
+    """A small synthetic DNG (the project's own writer): colour gradients with fine noise, or
+    flat blocks (of `blocks` pixels) of random colours whose edges reveal any misalignment."""
     from rawbit.data.synth import synthesize_dng
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
-    img = np.stack([0.2 + 0.6 * xx, 0.3 + 0.5 * yy, 0.6 - 0.4 * xx * yy], -1)
-    img = img + 0.05 * rng.standard_normal(img.shape)
+    if blocks:
+        colours = rng.uniform(0.1, 0.9, size=(height // blocks + 1, width // blocks + 1, 3))
+        img = colours[np.arange(height)[:, None] // blocks, np.arange(width)[None, :] // blocks]
+    else:
+        img = np.stack([0.2 + 0.6 * xx, 0.3 + 0.5 * yy, 0.6 - 0.4 * xx * yy], -1)
+        img = img + 0.05 * rng.standard_normal(img.shape)
     img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
     synthesize_dng(img, path, seed=seed, noise=False, cfa=cfa)
     if orientation != 1:

@@ -114,13 +114,13 @@ def unpack(packed: np.ndarray) -> np.ndarray:
     return mosaic
 
 
-def pack(mosaic: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(2h, 2w) mosaic whose top-left photosite is red -> (4, h, w) planes R, G, G, B."""
-    planes = [mosaic[0::2, 0::2], mosaic[0::2, 1::2], mosaic[1::2, 0::2], mosaic[1::2, 1::2]]
-    # After a transpose the two greens trade places; keep the G1 plane the one beside red in a row.
-    if labels[0, 1] == 2:
-        planes[1], planes[2] = planes[2], planes[1]
-    return np.stack(planes)
+def pack(mosaic: np.ndarray) -> np.ndarray:
+    """(2h, 2w) mosaic whose top-left photosite is red -> (4, h, w) planes by tile position.
+
+    Planes follow position in the 2x2 tile (R, top-right G, bottom-left G, B), not which green it
+    was before a transpose: geometry is what the network learns demosaicking from.
+    """
+    return np.stack([mosaic[0::2, 0::2], mosaic[0::2, 1::2], mosaic[1::2, 0::2], mosaic[1::2, 1::2]])
 
 
 def _transform(a: np.ndarray, k: int) -> np.ndarray:
@@ -152,7 +152,7 @@ def random_patch(
     mosaic = unpack(sample.packed[:, i : i + patch + margin, j : j + patch + margin])
     srgb = sample.srgb[2 * i : 2 * i + size, 2 * j : 2 * j + size]
     if not augment:
-        return pack(mosaic, _RGGB_LABELS), srgb.transpose(2, 0, 1).copy()
+        return pack(mosaic), srgb.transpose(2, 0, 1).copy()
     k = int(rng.integers(0, 8))
     labels = _transform(np.tile(_RGGB_LABELS, (patch + 1, patch + 1)), k)
     mosaic, srgb = _transform(mosaic, k), _transform(srgb, k)
@@ -160,7 +160,7 @@ def random_patch(
     n = 2 * patch
     mosaic = mosaic[dy : dy + n, dx : dx + n]
     srgb = srgb[dy : dy + n, dx : dx + n]
-    return pack(np.ascontiguousarray(mosaic), labels[dy:, dx:]), srgb.transpose(2, 0, 1).copy()
+    return pack(np.ascontiguousarray(mosaic)), srgb.transpose(2, 0, 1).copy()
 
 
 def batch(

@@ -34,6 +34,7 @@ from .camera_input import camera_input
 
 # The paper's lambda set for RBN (§4.1), lowest rate first; one model covers all seven.
 PAPER_LAMBDAS = (0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
+LATENT_GAIN = 40.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class RBNConfig:
     hyper_channels: int = 192
     dec_channels: tuple[int, ...] = (256, 256, 128, 64, 32)  # from 1/32 to 1/2 of the sRGB size
     rcab_per_group: int = 2
+    rcag_levels: int = 5  # decoder levels (coarsest first) that get an RCAG; the rest only upsample
     lambdas: tuple[float, ...] = PAPER_LAMBDAS
     context: str = "checkerboard"
 
@@ -88,12 +90,17 @@ class RBN(nn.Module):
 
         ch = c.dec_channels
         dec: list[nn.Module] = [conv3x3(M, ch[0]), RCAG(ch[0], c.rcab_per_group)]
-        for a, b in zip(ch[:-1], ch[1:]):
-            dec += [deconv3x3(a, b), GDN(b, inverse=True), RCAG(b, c.rcab_per_group)]
+        for level, (a, b) in enumerate(zip(ch[:-1], ch[1:]), start=1):
+            dec += [deconv3x3(a, b), GDN(b, inverse=True)]
+            if level < c.rcag_levels:
+                dec.append(RCAG(b, c.rcab_per_group))
         if c.output == "srgb":
             dec.append(deconv3x3(ch[-1], 3))  # stands in for LiteISPNet's inverse wavelet transform
         else:
             dec.append(conv3x3(ch[-1], 4))
+        # Start at mid-grey rather than black: Adam moves a bias ~lr per step, so from 0 the output
+        # level alone takes ~1000 steps to reach a photo's mean, a long detour on a CPU budget.
+        nn.init.constant_(dec[-1].bias, 0.5 if c.output == "srgb" else 0.1)
         self.g_s = nn.ModuleList(dec)
 
         h_a = nn.Sequential(
@@ -125,8 +132,11 @@ class RBN(nn.Module):
             }
         )
         # Quantisation step 1/gain: sqrt(lambda) spacing is where MSE-optimal steps sit at high rate.
+        # A freshly initialised g_a gives y with std ~0.05, which rounds to all zeros: the decoder
+        # would see nothing until Adam (~lr per step) had grown y a hundredfold. Starting the gain
+        # at LATENT_GAIN puts y at a few quantisation steps from the first iteration.
         ref = math.sqrt(min(c.lambdas) * max(c.lambdas))
-        log_gain = torch.tensor([0.5 * math.log(lam / ref) for lam in c.lambdas])
+        log_gain = torch.tensor([0.5 * math.log(lam / ref) + math.log(LATENT_GAIN) for lam in c.lambdas])
         self.log_gain = nn.Parameter(log_gain[:, None].repeat(1, M).clone())
         self.log_inv_gain = nn.Parameter(-log_gain[:, None].repeat(1, M).clone())
 

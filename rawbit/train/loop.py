@@ -40,6 +40,8 @@ def load_config(preset: str, overrides: dict | None = None) -> dict:
         if key not in cfg and key not in ("teacher_comp", "teacher_isp", "data"):
             raise RawbitError(f"unknown config key {key!r} (known: {', '.join(sorted(cfg))})")
         cfg[key] = value
+    if cfg["patch"] % 64:
+        raise RawbitError(f"patch must be a multiple of 64 RAW pixels (the latent is 1/16, z 1/64), not {cfg['patch']}")
     return cfg
 
 
@@ -160,7 +162,8 @@ def train(
     if min_side <= cfg["patch"]:
         raise RawbitError(f"photos must be larger than the {cfg['patch']}px RAW patch (smallest: {min_side})")
 
-    # model and optimisers
+    # model and optimisers (seeded: two runs of one config start from the same weights)
+    torch.manual_seed(cfg["seed"])
     model = create_model(cfg["model"], lambdas=tuple(cfg["lambdas"])).to(dev)
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
@@ -217,7 +220,8 @@ def train(
             running.append((float(loss), float(terms.bpp.mean()), p, float(aux), float(kd)))
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3f}", bpp=f"{float(terms.bpp.mean()):.3f}", psnr=f"{p:.2f}")
-            if step % 50 == 0 or step == cfg["steps"]:
+            # Flushed at every checkpoint too, so a resumed run logs the same averages.
+            if step % 50 == 0 or step % cfg["checkpoint_every"] == 0 or step == cfg["steps"]:
                 m = np.mean(running, axis=0)
                 log.write(step=step, elapsed_s=round(time.time() - t0, 1), lr=lr_at(step - 1, cfg),
                           loss=m[0], bpp=m[1], psnr=m[2], aux=m[3], kd=m[4])  # fmt: skip

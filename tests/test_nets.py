@@ -1,0 +1,74 @@
+"""Networks and their registry: names map to the right thing, shapes and features are as documented."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rawbit.errors import ModelError
+from rawbit.nets import RBN, RBNConfig, create_model, list_presets
+from rawbit.nets.registry import preset_config, resolve
+from rawbit.nets.weights import content_hash, export, load
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_builds_the_class_and_config_it_names(name):
+    model = create_model(name)
+    assert type(model) is RBN and model.config == preset_config(name)
+    assert model.config.arch == "rbn"
+
+
+def test_unknown_names_get_suggestions():
+    with pytest.raises(ModelError, match="did you mean rbn-lite"):
+        create_model("rbn-lyte")
+    with pytest.raises(ModelError):
+        resolve("no-such-model")
+
+
+@pytest.mark.parametrize("name,in_ch,out_shape", [
+    ("rbn-tiny", 4, (1, 3, 128, 128)),
+])  # fmt: skip
+def test_forward_shapes_and_recorded_features(name, in_ch, out_shape):
+    model = create_model(name)
+    out = model(torch.rand(1, in_ch, 64, 64), 0, torch.ones(1, 4), torch.eye(3)[None], record=True)
+    assert out.x_hat.shape == out_shape
+    assert set(out.likelihoods) == {"y", "z"}
+    assert out.likelihoods["y"].shape[-2:] == (4, 4)  # 1/32 of the 128px sRGB output
+    assert len(out.enc_features) == 4 and len(out.dec_features) >= 5
+
+
+def test_teachers_share_the_students_layer_shapes():
+    """Attention transfer compares maps layer by layer: spatial sizes must line up."""
+    student = create_model("rbn-tiny")
+    comp = create_model("rbn-tiny", input="plain", output="raw", latent_channels=48)
+    isp = create_model("rbn-tiny", input="srgb")
+    raw, srgb = torch.rand(1, 4, 64, 64), torch.rand(1, 3, 128, 128)
+    s = student(raw, 0, torch.ones(1, 4), torch.eye(3)[None], record=True)
+    c = comp(raw, 0, record=True)
+    i = isp(srgb, 0, record=True)
+    assert c.x_hat.shape == raw.shape and i.x_hat.shape == srgb.shape
+    assert [f.shape[-2:] for f in s.enc_features] == [f.shape[-2:] for f in c.enc_features]
+    assert [f.shape[-2:] for f in s.dec_features] == [f.shape[-2:] for f in i.dec_features]
+
+
+def test_weights_round_trip_with_config_and_id(tmp_path):
+    model = create_model("rbn-tiny")
+    path = tmp_path / "m.safetensors"
+    model_id = export(model, path)
+    loaded, loaded_id = load(path)
+    assert loaded_id == model_id and loaded.config == model.config
+    a, b = model.state_dict(), loaded.state_dict()
+    assert all(torch.equal(a[k].float(), b[k].float()) for k in a)  # CDF tables included
+
+
+def test_content_hash_changes_with_any_weight():
+    model = create_model("rbn-tiny")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    h = content_hash(state)
+    state["g_a.0.bias"][0] += 1e-3
+    assert content_hash(state) != h
+
+
+def test_config_round_trips_through_dict():
+    c = preset_config("rbn-lite", lambdas=(0.013,))
+    assert RBNConfig.from_dict(c.to_dict()) == c
