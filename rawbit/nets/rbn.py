@@ -131,12 +131,15 @@ class RBN(nn.Module):
                 ),
             }
         )
+        # A freshly initialised g_a gives y with std ~0.05: it would round to all zeros and reach
+        # g_s as a whisper against its biases, until Adam (~lr per step) had grown it a
+        # hundredfold. Scaling g_a's last layer puts y at a few quantisation steps from the start.
+        with torch.no_grad():
+            self.g_a[-1].weight.mul_(LATENT_GAIN)
+            self.g_a[-1].bias.mul_(LATENT_GAIN)
         # Quantisation step 1/gain: sqrt(lambda) spacing is where MSE-optimal steps sit at high rate.
-        # A freshly initialised g_a gives y with std ~0.05, which rounds to all zeros: the decoder
-        # would see nothing until Adam (~lr per step) had grown y a hundredfold. Starting the gain
-        # at LATENT_GAIN puts y at a few quantisation steps from the first iteration.
         ref = math.sqrt(min(c.lambdas) * max(c.lambdas))
-        log_gain = torch.tensor([0.5 * math.log(lam / ref) + math.log(LATENT_GAIN) for lam in c.lambdas])
+        log_gain = torch.tensor([0.5 * math.log(lam / ref) for lam in c.lambdas])
         self.log_gain = nn.Parameter(log_gain[:, None].repeat(1, M).clone())
         self.log_inv_gain = nn.Parameter(-log_gain[:, None].repeat(1, M).clone())
 

@@ -30,10 +30,13 @@ def content_hash(state: dict[str, torch.Tensor]) -> str:
 
 
 def _shippable_state(model: RBN, half: bool) -> dict[str, torch.Tensor]:
+    # Only learned parameters go to fp16: buffers hold constants such as GDN's 2^-36 pedestal,
+    # which fp16 would flush to zero.
+    params = {name for name, _ in model.named_parameters()}
     state = {}
     for name, t in model.state_dict().items():
         t = t.detach().cpu()
-        if half and t.is_floating_point():
+        if half and name in params and t.is_floating_point():
             t = t.half()
         state[name] = t.contiguous()
     return state

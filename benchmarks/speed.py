@@ -1,0 +1,98 @@
+"""Encode/decode wall time and peak memory for a 12 MP RAW photo, per model (issue: speed targets).
+
+    python benchmarks/speed.py                       # lite (shipped default) and paper
+    python benchmarks/speed.py --models rbn-lite --threads 2 --json out.json
+
+Each measurement runs in a fresh process so one model's memory never hides another's; the model
+is loaded (and warmed up on a small image) before timing starts. Peak memory is the process's
+peak resident set growth during the call, read from the kernel (rawbit.bench.measure). A model
+name without shipped weights is benchmarked with freshly initialised weights of its preset: the
+network costs the same, and entropy coding time grows with the bits, so such numbers are a lower
+bound for the coding part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TARGETS = {"encode_s": 15.0, "decode_s": 15.0, "peak_gib": 6.0}  # for rbn-lite on 2 CPU cores
+
+
+def make_photo(path: Path, height: int = 3000, width: int = 4000) -> Path:
+    """A 12 MP synthetic DNG made from scikit-image's astronaut, upscaled (project's own writer)."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from rawbit.data.synth import synthesize_dng
+
+    img = Image.fromarray(data.astronaut()).resize((width, height), Image.BICUBIC)
+    synthesize_dng(np.asarray(img), path, seed=0)
+    return path
+
+
+def _child(model: str, op: str, photo: str, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    from rawbit import api
+    from rawbit.bench.measure import measure
+    from rawbit.nets.registry import list_models
+
+    weights = model
+    if model not in list_models():
+        from rawbit.nets import create_model
+        from rawbit.nets.weights import export
+
+        torch.manual_seed(0)
+        weights = str(Path(tempfile.mkdtemp()) / f"{model}.safetensors")
+        export(create_model(model), weights)
+    data = api.encode(photo, model=weights, device="cpu")  # warm-up + the bits to decode
+    if op == "encode":
+        data, m = measure(lambda: api.encode(photo, model=weights, device="cpu"))
+    else:
+        _, m = measure(lambda: api.decode(data, model=weights, device="cpu"))
+    print(json.dumps({"seconds": m.seconds, "peak_gib": m.peak_mib / 1024, "bytes": len(data)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="rbn-lite,rbn-paper")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        _child(*args.child, args.threads)
+        return
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        photo = make_photo(Path(tmp) / "12mp.dng")
+        for model in args.models.split(","):
+            row = {"model": model}
+            for op in ("encode", "decode"):
+                p = subprocess.run(
+                    [sys.executable, __file__, "--threads", str(args.threads), "--child", model, op, str(photo)],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                r = json.loads(p.stdout.strip().splitlines()[-1])
+                row[f"{op}_s"], row[f"{op}_peak_gib"] = round(r["seconds"], 2), round(r["peak_gib"], 2)
+                row["bpp"] = round(r["bytes"] * 8 / 12e6, 4)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| model | encode s | decode s | encode peak GiB | decode peak GiB | bpp |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['encode_s']} | {r['decode_s']} | {r['encode_peak_gib']} | "
+              f"{r['decode_peak_gib']} | {r['bpp']} |")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
