@@ -39,6 +39,17 @@ def write_atomic(path: Path, data: bytes, force: bool = False) -> None:
             os.unlink(tmp)
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's content (caches are keyed by content, not by name)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_input(path: Path) -> bytes:
     """Bytes of an input file, with a readable error when it is missing or unreadable."""
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
-import importlib
 import json
 import multiprocessing
 import os
@@ -16,7 +15,10 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..api import reference
+from ..data.dataset import find_raw_files
 from ..errors import RawbitError
+from ..files import file_sha256, write_atomic
 from .codecs import Codec
 from .measure import measure
 from .metrics import bpp, ms_ssim, psnr
@@ -26,12 +28,6 @@ BENCH_VERSION = 1
 
 # Extensions LibRaw reads that a folder is scanned for (case-insensitive); files named
 # explicitly are always tried, whatever their extension.
-RAW_EXTENSIONS = frozenset(
-    ".3fr .ari .arw .bay .cr2 .cr3 .crw .dcr .dng .erf .fff .iiq .k25 .kdc .mef .mos .mrw .nef .nrw "
-    ".orf .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f".split()
-)
-
-
 @dataclass(frozen=True)
 class Point:
     """One photo at one rate point of one codec: the row of the per-image CSV."""
@@ -67,43 +63,6 @@ class BenchResult:
         return {path: sha for path, sha in self.images.items() if sha in done}
 
 
-def find_raw_files(data: Iterable[str | Path]) -> list[Path]:
-    """Files as given plus the RAW files found (recursively, sorted) in folders."""
-    files: list[Path] = []
-    for item in map(Path, data):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in RAW_EXTENSIONS)
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise RawbitError(f"{item}: no such file or folder")
-    return list(dict.fromkeys(files))  # a file named twice is benched once
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's content: the cache is keyed by content, not by name."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def reference(path: Path) -> np.ndarray:
-    """The reference rendering, cropped and oriented like a decoded .rbit (DESIGN.md)."""
-    try:
-        api = importlib.import_module("rawbit.api")
-    except ModuleNotFoundError as e:
-        if e.name != "rawbit.api":
-            raise
-        # Before rawbit.api exists: the same two steps it is specified to take.
-        from ..raw import orient, read_raw
-        from ..render import reference_rendering
-
-        return orient(reference_rendering(path), read_raw(path).meta.orientation)
-    return api.reference(path)
-
-
 def _reference_id() -> str:
     # The reference rendering is part of every point (standard codecs compress it, all compare
     # against it): a LibRaw upgrade or new render settings must not reuse old points.
@@ -124,12 +83,9 @@ def _cache_path(out: Path, key: str) -> Path:
     return out / "cache" / f"{key}.json"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    # temp + rename: an interrupted bench never leaves a half-written point for --resume to trust.
+def _mkdirs(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    return path
 
 
 def _load_cached(out: Path, key: str) -> Point | None:
@@ -175,7 +131,7 @@ def _bench_image(task: _Task, codecs: Sequence[Codec], out: Path, keep_files: bo
             if keep_files:
                 # The file on disk is what bpp counts: same bytes, same size.
                 stream = out / "streams" / codec.name / f"{task.path.stem}-{task.sha256[:8]}-q{quality}{codec.suffix}"
-                _write_atomic(stream, data)
+                write_atomic(_mkdirs(stream), data, force=True)
                 nbytes = stream.stat().st_size
             point = Point(
                 image=str(task.path), image_sha256=task.sha256, codec=codec.name, quality=quality,
@@ -184,7 +140,7 @@ def _bench_image(task: _Task, codecs: Sequence[Codec], out: Path, keep_files: bo
                 encode_s_per_mp=enc.seconds / mp, decode_s_per_mp=dec.seconds / mp,
                 encode_peak_mib=enc.peak_mib, decode_peak_mib=dec.peak_mib,
             )
-            _write_atomic(_cache_path(out, key), json.dumps(dataclasses.asdict(point)).encode())
+            write_atomic(_mkdirs(_cache_path(out, key)), json.dumps(dataclasses.asdict(point)).encode(), force=True)
             points.append(point)
         if on_point:
             on_point()

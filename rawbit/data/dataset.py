@@ -7,11 +7,13 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from ..errors import RawbitError
-from ..raw import read_raw
+from ..files import file_sha256
+from ..raw import orient, read_raw
 from ..render import RENDER_SETTINGS, reference_rendering
 
 RAW_EXTENSIONS = {
@@ -34,17 +36,19 @@ class Sample:
     cam_to_srgb: np.ndarray  # (3, 3) float32
 
 
-def find_raw_files(paths: list[str | Path] | str | Path) -> list[Path]:
-    """RAW files among paths (files, or folders searched recursively), sorted."""
+def find_raw_files(paths: Iterable[str | Path] | str | Path) -> list[Path]:
+    """Files as given plus the RAW files found (recursively, sorted) in folders; each once."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += [f for f in p.rglob("*") if f.suffix.lower() in RAW_EXTENSIONS and f.is_file()]
+            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in RAW_EXTENSIONS)
         elif p.is_file():
             found.append(p)
-    return sorted(set(found))
+        else:
+            raise RawbitError(f"{p}: no such file or folder")
+    return list(dict.fromkeys(found))
 
 
 def split_of(path: Path) -> str:
@@ -54,12 +58,9 @@ def split_of(path: Path) -> str:
 
 
 def cache_key(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    h.update(json.dumps([RENDER_SETTINGS, _PACKING_VERSION], sort_keys=True, default=str).encode())
-    return h.hexdigest()[:24]
+    """Content hash + render settings + packing version: a changed setting never reuses a stale cache."""
+    settings = json.dumps([RENDER_SETTINGS, _PACKING_VERSION], sort_keys=True, default=str)
+    return hashlib.sha256((file_sha256(path) + settings).encode()).hexdigest()[:24]
 
 
 def load_sample(path: Path, cache_dir: Path | None) -> Sample:
@@ -123,17 +124,6 @@ def pack(mosaic: np.ndarray) -> np.ndarray:
     return np.stack([mosaic[0::2, 0::2], mosaic[0::2, 1::2], mosaic[1::2, 0::2], mosaic[1::2, 1::2]])
 
 
-def _transform(a: np.ndarray, k: int) -> np.ndarray:
-    """The k-th of the 8 flips/rotations, applied to the first two axes."""
-    if k & 1:
-        a = a[:, ::-1]
-    if k & 2:
-        a = a[::-1]
-    if k & 4:
-        a = a.swapaxes(0, 1)
-    return a
-
-
 def random_patch(
     sample: Sample, patch: int, rng: np.random.Generator, augment: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -154,8 +144,8 @@ def random_patch(
     if not augment:
         return pack(mosaic), srgb.transpose(2, 0, 1).copy()
     k = int(rng.integers(0, 8))
-    labels = _transform(np.tile(_RGGB_LABELS, (patch + 1, patch + 1)), k)
-    mosaic, srgb = _transform(mosaic, k), _transform(srgb, k)
+    labels = orient(np.tile(_RGGB_LABELS, (patch + 1, patch + 1)), k)
+    mosaic, srgb = orient(mosaic, k), orient(srgb, k)
     dy, dx = map(int, np.argwhere(labels[:2, :2] == 0)[0])
     n = 2 * patch
     mosaic = mosaic[dy : dy + n, dx : dx + n]
