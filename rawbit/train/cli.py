@@ -16,6 +16,7 @@ Examples:
   rawbit train --preset cpu --data synth/ --data my_nefs/ --out runs/lite
   rawbit train --preset cpu --data my_nefs/ --lambda 0.013 --out runs/l0013
   rawbit train --out runs/lite --resume           # continue after Ctrl-C or a crash
+  rawbit train --out runs/lite --export models/mine.safetensors   # ship the latest checkpoint
   rawbit train --preset cpu --data d/ --out runs/x --set steps=500 --set lr=2e-4
   torchrun --nproc_per_node 2 -m rawbit train --preset cpu --data d/ --out runs/ddp
 """
@@ -39,11 +40,18 @@ Examples:
 @click.option("--cache", type=click.Path(path_type=Path), default=Path(".cache/rawbit"), show_default=True,
               help="Where packed RAW and reference renderings are cached.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def train(preset, data, out, lam, model, teacher_comp, teacher_isp, overrides, resume, cache, device):
+@click.option("--export", "export_to", type=click.Path(path_type=Path), default=None,
+              help="Only export the run's latest checkpoint to this .safetensors file.")
+def train(preset, data, out, lam, model, teacher_comp, teacher_isp, overrides, resume, cache, device,
+          export_to):
     """Train RBN on a folder of RAW photos (checkpoints, CSV log, loss plot, weights)."""
-    from .loop import load_config, parse_override, train as run
+    from .loop import export_checkpoint, load_config, parse_override, train as run
 
     try:
+        if export_to is not None:
+            model_id = export_checkpoint(out, export_to)
+            click.echo(f"exported {export_to} (model id {model_id})", err=True)
+            return
         if not data and not resume:
             raise RawbitError("--data is required (a folder of RAW photos)")
         sets = dict(parse_override(o) for o in overrides)

@@ -249,6 +249,18 @@ def train(
     return weights_path
 
 
+def export_checkpoint(run: Path, path: Path) -> str:
+    """Export a run's latest checkpoint as shippable weights (e.g. while it is still training)."""
+    ckpt_path = run / CHECKPOINT
+    if not ckpt_path.is_file():
+        raise RawbitError(f"{run}: no checkpoint to export")
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = ckpt["config"]
+    model = create_model(cfg["model"], lambdas=tuple(cfg["lambdas"]))
+    model.load_state_dict(ckpt["model"])
+    return export(model, path, extra={"steps": ckpt["step"], "wall_s": round(ckpt["elapsed"]), "config": cfg})
+
+
 def _save(path: Path, model, opt, aux_opt, step: int, elapsed: float, cfg: dict) -> None:
     save_checkpoint(path, {
         "model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
