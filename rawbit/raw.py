@@ -149,13 +149,25 @@ def _cam_to_srgb(raw: rawpy.RawPy) -> np.ndarray:
     return file_matrix if np.any(file_matrix) else np.eye(3)
 
 
-def _white_balance(raw: rawpy.RawPy) -> np.ndarray:
-    """As-shot white balance gains for R, G, B (daylight, then neutral, if the file has none)."""
-    for gains in (raw.camera_whitebalance, raw.daylight_whitebalance):
-        rgb = np.asarray(gains[:3], dtype=np.float64)
-        if np.all(rgb > 0):
-            return rgb / rgb.min()
-    return np.ones(3)
+def _white_balance(raw: rawpy.RawPy, planes: list[np.ndarray]) -> np.ndarray:
+    """White balance gains for R, G, B as the reference rendering applies them (smallest = 1).
+
+    LibRaw's use_camera_wb takes the as-shot multipliers; where a file has none (cam_mul[0] = -1)
+    it falls back to automatic grey-world balance, which is mirrored here over unclipped pixels.
+    """
+    cam = np.asarray(raw.camera_whitebalance[:3], dtype=np.float64)
+    if np.all(cam > 0):
+        return cam / cam.min()
+    if cam[0] == -1:
+        r, g1, g2, b = planes
+        ok = (r < 0.98) & (g1 < 0.98) & (g2 < 0.98) & (b < 0.98)
+        if ok.any():
+            means = np.array([r[ok].mean(), 0.5 * (g1[ok].mean() + g2[ok].mean()), b[ok].mean()])
+            if np.all(means > 0):
+                gains = means.max() / means
+                return gains / gains.min()
+    day = np.asarray(raw.daylight_whitebalance[:3], dtype=np.float64)
+    return day / day.min() if np.all(day > 0) else np.ones(3)
 
 
 def read_raw(path: str | Path) -> RawImage:
@@ -173,7 +185,7 @@ def read_raw(path: str | Path) -> RawImage:
             plane = (mosaic[dy::2, dx::2] - black) / max(white - black, 1.0)
             planes.append(np.clip(plane, 0.0, 1.0))
             blacks.append(float(black))
-        wb = _white_balance(raw)
+        wb = _white_balance(raw, planes)
         meta = RawMeta(
             make=make,
             model=model,
