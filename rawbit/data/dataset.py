@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import sys
 from dataclasses import dataclass
@@ -78,7 +79,7 @@ def load_sample(path: Path, cache_dir: Path | None) -> Sample:
     packed16 = np.round(raw.packed * 65535.0).astype(np.uint16)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
+        tmp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.npz")  # DDP ranks may race here
         np.savez(tmp, packed=packed16, srgb=srgb, wb=wb, cam_to_srgb=ccm)
         tmp.replace(cached)
     return Sample(path.name, packed16.astype(np.float32) / 65535.0, srgb, wb, ccm)

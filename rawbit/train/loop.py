@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..codec import pick_device
 from ..data.dataset import Sample, batch, load_split
 from ..errors import RawbitError
 from ..nets import RBN, create_model
@@ -136,8 +137,7 @@ def train(
 ) -> Path:
     """Train (or resume) a run in `out`; returns the exported weights file."""
     rank, world = _init_distributed()
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))  # fmt: skip
+    dev = pick_device(device)
     if world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", rank % torch.cuda.device_count())
     out.mkdir(parents=True, exist_ok=True)
