@@ -29,6 +29,7 @@ def write_atomic(path: Path, data: bytes, force: bool = False) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual mode
         if not force and path.exists():  # someone else won the race: keep theirs
             raise OutputError(f"{path}: already exists (use --force to overwrite)")
         os.replace(tmp, path)
@@ -58,6 +59,12 @@ def read_input(path: Path) -> bytes:
         raise InputError(f"{path}: no such file") from e
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from e
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def png_bytes(image: np.ndarray, exif: bytes = b"") -> bytes:

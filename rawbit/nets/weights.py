@@ -68,6 +68,7 @@ def export(model: RBN, path: str | Path, half: bool = True, extra: dict | None =
     os.close(fd)
     try:
         save_file(state, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
