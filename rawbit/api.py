@@ -36,6 +36,18 @@ def decode(
     return decode_rbit(f, loaded.model, pick_device(device), bits)
 
 
+def decode_png(
+    data: bytes, *, model: str | Path | None = None, device: str = "auto", bits: int = 8,
+    name: str = "input",
+) -> bytes:  # fmt: skip
+    """The bytes of a .rbit file -> the bytes of a PNG (8- or 16-bit), EXIF carried over."""
+    from .files import png_bytes
+
+    f = bitstream.parse(data, name)
+    image = decode_rbit(f, find_model(f.model_id, model).model, pick_device(device), bits)
+    return png_bytes(image, f.exif)
+
+
 def info(data: bytes, name: str = "input") -> dict:
     """The header of a .rbit file as a plain dict (no model needed)."""
     f = bitstream.parse(data, name)

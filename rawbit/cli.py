@@ -114,14 +114,13 @@ def encode(inputs, output, quality, model, device, force) -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 def decode(inputs, output, bits, model, device, force) -> None:
     """Decode .rbit files to PNG (orientation applied)."""
-    from . import api, bitstream
-    from .files import check_writable, png_bytes, read_input, write_atomic
+    from . import api
+    from .files import check_writable, read_input, write_atomic
 
     def work(src: Path, dst: Path) -> None:
         check_writable(dst, force)
-        data = read_input(src)
-        image = api.decode(data, model=model, device=device, bits=int(bits), name=str(src))
-        write_atomic(dst, png_bytes(image, bitstream.parse(data, str(src)).exif), force)
+        png = api.decode_png(read_input(src), model=model, device=device, bits=int(bits), name=str(src))
+        write_atomic(dst, png, force)
 
     sys.exit(_run_batch(inputs, _guard(_outputs, inputs, output, ".png"), work, "decode"))
 

@@ -42,6 +42,7 @@ def test_encode_then_decode_gives_png_of_reference_size(tmp_path, tiny_weights, 
 
     ref = reference(SAMPLE_DNG)
     assert np.asarray(Image.open(png)).shape == ref.shape
+    assert Image.open(png).getexif().get(0x010F) == "rawbit"  # the camera's make travels along
     assert not list(tmp_path.glob("*.part"))
 
 
