@@ -11,6 +11,13 @@ import numpy as np
 
 from ..errors import RawbitError
 
+try:  # at import, so that --jobs worker processes (which unpickle codecs here) can save JXL too
+    import pillow_jxl  # noqa: F401  registers the JXL plugin with Pillow
+
+    _JXL = True
+except ImportError:
+    _JXL = False
+
 # Quality sweeps chosen so each curve spans about 0.05..2 bpp on photographs (measured on the
 # shared RAW files; see docs/bench.md). JPEG cannot go much below ~0.15 bpp whatever the quality.
 SWEEPS: dict[str, tuple[int, ...]] = {
@@ -73,8 +80,8 @@ class PillowCodec(Codec):
         if self.name not in self._FORMATS:
             raise RawbitError(f"unknown codec {self.name!r}; choose from {', '.join(STANDARD)}")
         self.suffix = self._SUFFIXES[self.name]
-        if self.name == "jxl":
-            import pillow_jxl  # noqa: F401  registers the JXL plugin with Pillow
+        if self.name == "jxl" and not _JXL:
+            raise RawbitError("jxl needs the pillow-jxl-plugin package")
 
     def qualities(self) -> list[int]:
         """The codec's quality sweep, lowest first."""
