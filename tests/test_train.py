@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT, write_test_dng
-from rawbit.data.dataset import Sample, batch, find_raw_files, load_sample, random_patch, split_of, unpack
+from rawbit.data.dataset import Sample, find_raw_files, load_sample, random_patch, split_of, unpack
 from rawbit.train.loop import load_checkpoint, load_config, train
 
 TINY = {
@@ -166,7 +166,8 @@ def test_two_process_ddp_run_with_gloo(tmp_path, photo_folder):
 
 
 def test_find_raw_files_walks_folders(tmp_path):
-    write_test_dng(tmp_path / "a" / "x.dng", height=32, width=32) if (tmp_path / "a").mkdir() is None else None
+    (tmp_path / "a").mkdir()
+    write_test_dng(tmp_path / "a" / "x.dng", height=32, width=32)
     (tmp_path / "notes.txt").write_text("x")
     assert [p.name for p in find_raw_files(tmp_path)] == ["x.dng"]
 

@@ -11,9 +11,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
-import numpy as np
 
 from ..api import reference
 from ..data.dataset import find_raw_files

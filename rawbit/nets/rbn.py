@@ -15,7 +15,7 @@ with a single rate it is the paper's one-model-per-lambda RBN.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
