@@ -215,7 +215,7 @@ def train(
             aux_opt.step()
             step += 1
 
-            p = float(psnr(terms.mse.mean()))
+            p = float(psnr(terms.mse.detach().mean()))
             running.append((float(loss), float(terms.bpp.mean()), p, float(aux), float(kd)))
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3f}", bpp=f"{float(terms.bpp.mean()):.3f}", psnr=f"{p:.2f}")
