@@ -59,9 +59,9 @@ def _run_batch(inputs, outputs, work, desc: str) -> int:
     from tqdm import tqdm
 
     report = Report()
-    show = len(inputs) > 1
+    show = len(inputs) > 1  # a bar only for batches, and only on a terminal (None: tqdm checks)
     for src, dst in tqdm(list(zip(inputs, outputs)), desc=desc, unit="file", file=sys.stderr,
-                         disable=not show, leave=False):  # fmt: skip
+                         disable=None if show else True, leave=False):  # fmt: skip
         try:
             work(src, dst)
             report.ok()
