@@ -9,7 +9,7 @@ import numpy as np
 from . import bitstream
 from .codec import decode_rbit, encode_raw, pick_device
 from .nets.registry import find_model, load_model
-from .raw import camera_name, orient, read_raw
+from .raw import camera_name, read_raw
 from .render import reference_rendering
 
 DEFAULT_QUALITY = 4
@@ -77,8 +77,7 @@ def bits_per_pixel(n_bytes: int, n_pixels: int) -> float:
 
 def reference(path: str | Path) -> np.ndarray:
     """LibRaw's reference rendering, cropped and oriented exactly like decode's output."""
-    raw = read_raw(path)
-    return orient(reference_rendering(path), raw.meta.orientation)
+    return reference_rendering(path, oriented=True)
 
 
 def model_qualities(model: str | Path | None = "default") -> list[int]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .raw import bayer_crop, open_raw
+from .raw import bayer_crop, open_raw, orient
 
 # Camera white balance, no auto-brightness, 8-bit sRGB, AHD, no flip (DESIGN.md). Part of every
 # cache key, so changing one of these never reuses stale renderings. adjust_maximum_thr=0: by
@@ -23,14 +23,17 @@ RENDER_SETTINGS = dict(
 )
 
 
-def reference_rendering(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 sRGB, cropped exactly like `read_raw` crops the packed RAW."""
+def reference_rendering(path: str | Path, oriented: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8 sRGB, cropped exactly like `read_raw` crops the packed RAW; with
+    `oriented`, turned by the file's flip code as decode turns its output."""
     import rawpy
 
     settings = dict(RENDER_SETTINGS, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD)
     with open_raw(path) as raw:
         _, (top, left), (h, w) = bayer_crop(raw, path)
+        flip = int(raw.sizes.flip)  # before postprocess: user_flip=0 resets it
         rgb = raw.postprocess(**settings)
     if rgb.shape[0] < top + h or rgb.shape[1] < left + w:
         raise AssertionError(f"LibRaw rendered {rgb.shape[:2]} for a {h}x{w} visible area")
-    return np.ascontiguousarray(rgb[top : top + h, left : left + w])
+    rgb = rgb[top : top + h, left : left + w]
+    return orient(rgb, flip) if oriented else np.ascontiguousarray(rgb)

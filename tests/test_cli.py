@@ -69,6 +69,9 @@ def test_orientation_is_applied_at_decode(tmp_path, tiny_weights):
     assert run("encode", dng, "--model", tiny_weights).exit_code == 0
     assert run("decode", tmp_path / "portrait.rbit", "-o", out, "--model", tiny_weights).exit_code == 0
     assert np.asarray(Image.open(out)).shape == (256, 128, 3)
+    from rawbit.api import reference
+
+    assert reference(dng).shape == (256, 128, 3)  # the reference is turned the same way
 
 
 def test_info_prints_header_as_json(encoded):
