@@ -37,6 +37,22 @@ def test_forward_shapes_and_recorded_features(name, in_ch, out_shape):
     assert len(out.enc_features) == 4 and len(out.dec_features) >= 5
 
 
+@pytest.mark.parametrize("stride", [32, 16])
+def test_latent_stride_sets_latent_size_and_input_multiple(stride):
+    levels = {32: (32, 32, 24, 16, 8), 16: (32, 24, 16, 8)}[stride]
+    model = create_model("rbn-tiny", latent_stride=stride, dec_channels=levels)
+    out = model(torch.rand(1, 4, 128, 192), 0, torch.ones(1, 4), torch.eye(3)[None])
+    assert out.x_hat.shape == (1, 3, 256, 384)
+    assert out.likelihoods["y"].shape[-2:] == (256 // stride, 384 // stride)
+    assert model.input_multiple == 2 * stride  # packed RAW pixels: z sits at 1/4 of y
+    assert model.latent_size(250, 380) == (256 // stride, 384 // stride)
+
+
+def test_a_decoder_that_does_not_match_the_latent_stride_is_refused():
+    with pytest.raises(ValueError, match="decoder levels"):
+        create_model("rbn-tiny", latent_stride=16)
+
+
 def test_teachers_share_the_students_layer_shapes():
     """Attention transfer compares maps layer by layer: spatial sizes must line up."""
     student = create_model("rbn-tiny")

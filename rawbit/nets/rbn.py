@@ -2,7 +2,7 @@
 
 RAW in, entropy-coded latent, sRGB out::
 
-    x (B,4,H/2,W/2) --[camera input]--> g_a (3x3 convs s2 + GDN) --> y (B,M,H/32,W/32)
+    x (B,4,H/2,W/2) --[camera input]--> g_a (3x3 convs s2 + GDN) --> y (B,M,H/s,W/s), s = 32 or 16
         y * gain[q] --> hyperprior (h_a, z, h_s) + checkerboard context --> y_hat (rANS-coded)
         y_hat * inv_gain[q] --> g_s (LiteISPNet decoder: deconvs + RCAGs) --> x_hat (B,3,H,W)
 
@@ -47,7 +47,11 @@ class RBNConfig:
     enc_channels: int = 256
     latent_channels: int = 192
     hyper_channels: int = 192
-    dec_channels: tuple[int, ...] = (256, 256, 128, 64, 32)  # from 1/32 to 1/2 of the sRGB size
+    dec_channels: tuple[int, ...] = (256, 256, 128, 64, 32)  # from 1/latent_stride to 1/2 of the sRGB size
+    # sRGB pixels per latent position. 32 is the paper's (four strides on the half-size packed RAW);
+    # 16 is what sRGB codecs use: four times the latent positions, so a small decoder need not
+    # invent a 32x32 block of detail from one vector.
+    latent_stride: int = 32
     rcab_per_group: int = 2
     rcag_levels: int = 5  # decoder levels (coarsest first) that get an RCAG; the rest only upsample
     lambdas: tuple[float, ...] = PAPER_LAMBDAS
@@ -80,8 +84,13 @@ class RBN(nn.Module):
         self.config = c = config
         N, M, H = c.enc_channels, c.latent_channels, c.hyper_channels
         in_ch = 3 if c.input == "srgb" else 4
-        # sRGB input is twice the packed RAW's size: one more stride keeps y at 1/32 of the sRGB size.
-        n_down = 5 if c.input == "srgb" else 4
+        levels = int(math.log2(c.latent_stride))
+        if 2**levels != c.latent_stride or len(c.dec_channels) != levels:
+            raise ValueError(
+                f"latent_stride {c.latent_stride} needs {levels} decoder levels, got {len(c.dec_channels)}"
+            )
+        # sRGB input is twice the packed RAW's size: one more stride for the same latent size.
+        n_down = levels if c.input == "srgb" else levels - 1
         enc: list[nn.Module] = []
         for i in range(n_down - 1):
             enc += [conv3x3(in_ch if i == 0 else N, N, stride=2), GDN(N)]
@@ -150,20 +159,22 @@ class RBN(nn.Module):
 
     @property
     def input_multiple(self) -> int:
-        """Input height/width must be multiples of this (y at 1/16 of packed RAW, z at 1/4 of y)."""
-        return 128 if self.config.input == "srgb" else 64
+        """Input height/width must be multiples of this (z is at 1/4 of y)."""
+        srgb_multiple = 4 * self.config.latent_stride
+        return srgb_multiple if self.config.input == "srgb" else srgb_multiple // 2
 
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) of y for an sRGB image of this size, after padding to the input multiple."""
-        m = 128  # sRGB pixels per input multiple: 64 packed RAW pixels, or 128 sRGB pixels
-        return -(-height // m) * m // 32, -(-width // m) * m // 32
+        s = self.config.latent_stride
+        m = 4 * s
+        return -(-height // m) * m // s, -(-width // m) * m // s
 
     # --- the two transforms -----------------------------------------------------------------------
     def analyze(
         self, x: Tensor, wb: Tensor | None = None, cam_to_srgb: Tensor | None = None,
         record: list[Tensor] | None = None,
     ) -> Tensor:  # fmt: skip
-        """(B, 4, h, w) packed RAW (or (B, 3, H, W) sRGB) -> (B, M, H/32, W/32) latent y."""
+        """(B, 4, h, w) packed RAW (or (B, 3, H, W) sRGB) -> (B, M, H/s, W/s) latent y."""
         if self.config.input == "camera":
             if wb is None or cam_to_srgb is None:
                 raise ValueError("this model needs the file's white balance and colour matrix")
@@ -171,7 +182,7 @@ class RBN(nn.Module):
         return run_recording(self.g_a, x, record)
 
     def synthesize(self, y_hat: Tensor, record: list[Tensor] | None = None) -> Tensor:
-        """(B, M, H/32, W/32) dequantised latent -> (B, 3, H, W) sRGB (or packed RAW)."""
+        """(B, M, H/s, W/s) dequantised latent -> (B, 3, H, W) sRGB (or packed RAW)."""
         return run_recording(self.g_s, y_hat, record)
 
     def _gain(self, q: Tensor | int, inverse: bool = False) -> Tensor:
