@@ -127,6 +127,30 @@ def test_resume_reproduces_the_next_loss_of_an_uninterrupted_run(tmp_path, photo
     assert losses(full) == losses(part)
 
 
+def test_a_background_run_stopped_with_sigterm_saves_its_checkpoint(tmp_path, photo_folder):
+    """`nohup rawbit train … &` is stopped with kill (SIGTERM), not Ctrl-C: no step may be lost."""
+    import signal
+    import time
+
+    cfg = {**load_config("cpu", {**TINY, "steps": 100_000, "checkpoint_every": 100_000}),
+           "data": [str(photo_folder)]}  # fmt: skip
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps(cfg))
+    out = tmp_path / "bg"
+    cmd = [sys.executable, "-m", "rawbit", "train", "--preset", str(preset), "--data", str(photo_folder),
+           "--out", str(out), "--device", "cpu", "--cache", str(tmp_path / "c")]  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    log = out / "log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and "\n50,loss," in log.read_text()):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err[-2000:]
+    assert "checkpoint saved" in err
+    assert load_checkpoint(out / "checkpoint.pt")["step"] >= 50
+
+
 def test_existing_run_needs_resume(tmp_path, photo_folder):
     from rawbit.errors import RawbitError
 

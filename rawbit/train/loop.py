@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,8 +42,6 @@ def load_config(preset: str, overrides: dict | None = None) -> dict:
         if key not in cfg and key not in ("teacher_comp", "teacher_isp", "data"):
             raise RawbitError(f"unknown config key {key!r} (known: {', '.join(sorted(cfg))})")
         cfg[key] = value
-    if cfg["patch"] % 64:
-        raise RawbitError(f"patch must be a multiple of 64 RAW pixels (the latent is 1/16, z 1/64), not {cfg['patch']}")
     return cfg
 
 
@@ -84,7 +84,7 @@ def evaluate(model: RBN, samples: list[Sample], cfg: dict, device: torch.device)
     for q in qs:
         bpps, psnrs = [], []
         for s in samples[: cfg["val_images"]]:
-            b = _center_crop(s, cfg["val_crop"] // 2, device)
+            b = _center_crop(s, cfg["val_crop"] // 2, model.input_multiple, device)
             out, target = _forward(model, b, torch.tensor([q], device=device))
             n = b["srgb"].shape[-1] * b["srgb"].shape[-2]
             bits = sum(l.clamp_min(1e-9).log2().neg().sum() for l in out.likelihoods.values())
@@ -97,9 +97,9 @@ def evaluate(model: RBN, samples: list[Sample], cfg: dict, device: torch.device)
     return results
 
 
-def _center_crop(s: Sample, half: int, device: torch.device) -> dict[str, Tensor]:
+def _center_crop(s: Sample, half: int, multiple: int, device: torch.device) -> dict[str, Tensor]:
     _, h, w = s.packed.shape
-    half = min(half, h, w) // 64 * 64  # the network takes multiples of 64 packed pixels
+    half = min(half, h, w) // multiple * multiple
     i, j = (h - half) // 2, (w - half) // 2
     srgb = s.srgb[2 * i : 2 * i + 2 * half, 2 * j : 2 * j + 2 * half].transpose(2, 0, 1)
     b = {
@@ -164,6 +164,8 @@ def train(
     # model and optimisers (seeded: two runs of one config start from the same weights)
     torch.manual_seed(cfg["seed"])
     model = create_model(cfg["model"], lambdas=tuple(cfg["lambdas"])).to(dev)
+    if cfg["patch"] % model.input_multiple:
+        raise RawbitError(f"patch must be a multiple of {model.input_multiple} RAW pixels for {cfg['model']}, not {cfg['patch']}")
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=cfg["lr"])
@@ -185,6 +187,7 @@ def train(
     bar = tqdm(total=cfg["steps"], initial=step, file=sys.stderr, disable=not progress or rank != 0,
                desc=out.name, dynamic_ncols=True)  # fmt: skip
     t0 = time.time() - elapsed
+    previous_sigterm = _sigterm_interrupts()
     running: list[tuple[float, float, float, float, float]] = []
     try:
         while step < cfg["steps"]:
@@ -216,9 +219,9 @@ def train(
             step += 1
 
             p = float(psnr(terms.mse.detach().mean()))
-            running.append((float(loss), float(terms.bpp.mean()), p, float(aux), float(kd)))
+            running.append((loss.item(), terms.bpp.mean().item(), p, aux.item(), kd.item()))
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", bpp=f"{float(terms.bpp.mean()):.3f}", psnr=f"{p:.2f}")
+            bar.set_postfix(loss=f"{running[-1][0]:.3f}", bpp=f"{running[-1][1]:.3f}", psnr=f"{p:.2f}")
             # Flushed at every checkpoint too, so a resumed run logs the same averages.
             if step % 50 == 0 or step % cfg["checkpoint_every"] == 0 or step == cfg["steps"]:
                 m = np.mean(running, axis=0)
@@ -229,15 +232,17 @@ def train(
                 v = evaluate(model, val_set, cfg, dev)
                 log.write(step=step, elapsed_s=round(time.time() - t0, 1), **v)
                 bar.write(f"step {step} ({(time.time() - t0) / 60:.1f} min): " +
-                          ", ".join(f"{k}={v:.3f}" for k, v in v.items()))  # fmt: skip
+                          ", ".join(f"{k}={v:.3f}" for k, v in v.items()), file=sys.stderr)  # fmt: skip
             if rank == 0 and (step % cfg["checkpoint_every"] == 0 or step == cfg["steps"]):
                 _save(ckpt_path, model, opt, aux_opt, step, time.time() - t0, cfg)
     except KeyboardInterrupt:
         if rank == 0:
             _save(ckpt_path, model, opt, aux_opt, step, time.time() - t0, cfg)
-            bar.write(f"interrupted: checkpoint saved at step {step}; continue with --resume")
+            bar.write(f"interrupted: checkpoint saved at step {step}; continue with --resume", file=sys.stderr)
         raise
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         bar.close()
         if world > 1:
             dist.destroy_process_group()
@@ -265,6 +270,18 @@ def _save(path: Path, model, opt, aux_opt, step: int, elapsed: float, cfg: dict)
         "model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
         "step": step, "elapsed": elapsed, "torch_rng": torch.get_rng_state(), "config": cfg,
     })  # fmt: skip
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_interrupts():
+    """Background runs (nohup, torchrun, job schedulers) are stopped with SIGTERM, not Ctrl-C:
+    treat it the same way, so the run saves its checkpoint before it goes. Returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def _init_distributed() -> tuple[int, int]:
