@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator
 
 import numpy as np
@@ -27,14 +28,64 @@ def pick_device(device: str = "auto") -> torch.device:
 @contextlib.contextmanager
 def _transforms_on(model: RBN, device: torch.device) -> Iterator[None]:
     """Run the big transforms on `device`; the probability path (hyperprior, context, entropy
-    parameters, gains) stays on the CPU so a file decodes identically whatever device made it."""
-    model.g_a.to(device)
-    model.g_s.to(device)
+    parameters, gains) stays on the CPU so a file decodes identically whatever device made it.
+
+    The transforms run channels-last (NHWC), which oneDNN's CPU convolutions take ~1.5x faster;
+    inputs are converted with `channels_last`. Restored afterwards: exported weights must be
+    contiguous."""
+    model.g_a.to(device, memory_format=torch.channels_last)
+    model.g_s.to(device, memory_format=torch.channels_last)
     try:
         yield
     finally:
-        model.g_a.cpu()
-        model.g_s.cpu()
+        model.g_a.to("cpu", memory_format=torch.contiguous_format)
+        model.g_s.to("cpu", memory_format=torch.contiguous_format)
+
+
+def channels_last(x: Tensor, device: torch.device) -> Tensor:
+    return x.to(device).contiguous(memory_format=torch.channels_last)
+
+
+# Latent rows per band of the probability path (see _probability_path). Fixed: the bands, not the
+# thread count, decide how each convolution is computed, so both ends compute the same scales.
+BAND_ROWS = 16
+
+
+@contextlib.contextmanager
+def _probability_path(model: RBN) -> Iterator[None]:
+    """Single-threaded ops, with the context model and entropy parameters run over fixed bands of
+    latent rows in parallel threads: at latent stride 16 they are ~40% of a decode, and one thread
+    alone would leave the other cores idle. Used by encode and decode alike."""
+    codec = model.latent_codec["y"]
+    with _one_thread_per_op() as n_threads, contextlib.ExitStack() as stack:
+        pool = None
+        if n_threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = stack.enter_context(ThreadPoolExecutor(n_threads))
+        # compressai's masked conv re-masks its weight tensor on every call; threads racing on that
+        # swap would read freed memory. Mask once here and run the plain convolution.
+        ctx = codec.context_prediction
+        ctx.weight.data.mul_(ctx.mask)
+        plain_ctx = functools.partial(torch.nn.Conv2d.forward, ctx)
+        # (module, its forward, halo rows its output needs on each side): the 5x5 context conv, 2.
+        for module, forward, halo in ((ctx, plain_ctx, 2), (codec.entropy_parameters, codec.entropy_parameters.forward, 0)):  # fmt: skip
+            module.forward = functools.partial(_in_bands, forward, halo, pool)
+            stack.callback(delattr, module, "forward")  # back to the class's forward
+        yield
+
+
+def _in_bands(forward, halo: int, pool, x: Tensor) -> Tensor:
+    h = x.shape[-2]
+
+    @torch.inference_mode()  # grad mode is per thread: the pool's threads need it too
+    def band(a: int) -> Tensor:
+        b = min(a + BAND_ROWS, h)
+        a0, b0 = max(a - halo, 0), min(b + halo, h)
+        return forward(x[..., a0:b0, :])[..., a - a0 : b - a0, :]
+
+    starts = range(0, h, BAND_ROWS)
+    return torch.cat(list(pool.map(band, starts)) if pool else [band(a) for a in starts], dim=-2)
 
 
 @contextlib.contextmanager
@@ -55,15 +106,17 @@ def _one_thread_per_op() -> Iterator[int]:
 
 
 def synthesize_tiled(
-    model: RBN, y_hat: Tensor, device: torch.device, tile: int = 32, halo: int = 3
+    model: RBN, y_hat: Tensor, device: torch.device, tile_px: int = 1024, halo_px: int = 96
 ) -> Tensor:
     """g_s over latent tiles of a fixed layout, each with a halo of context, run in parallel.
 
     The layout depends only on the image size, so the pixels do not depend on how many threads
     decode it, and peak memory stays that of one tile per worker (a 12 MP photo is ~12 tiles).
+    Tiles are fixed in sRGB pixels, so models of either latent stride see the same context.
     """
     _, _, h, w = y_hat.shape
-    scale = 32
+    scale = model.config.latent_stride
+    tile, halo = tile_px // scale, halo_px // scale
     out = torch.empty(1, 3, h * scale, w * scale)
     boxes = [(i, j) for i in range(0, h, tile) for j in range(0, w, tile)]
 
@@ -72,7 +125,7 @@ def synthesize_tiled(
         i, j = box
         i0, j0 = max(i - halo, 0), max(j - halo, 0)
         i1, j1 = min(i + tile + halo, h), min(j + tile + halo, w)
-        x = model.synthesize(y_hat[:, :, i0:i1, j0:j1].to(device)).cpu()
+        x = model.synthesize(channels_last(y_hat[:, :, i0:i1, j0:j1], device)).cpu()
         ti, tj = min(tile, h - i), min(tile, w - j)
         oi, oj = (i - i0) * scale, (j - j0) * scale
         out[:, :, i * scale : (i + ti) * scale, j * scale : (j + tj) * scale] = x[
@@ -110,8 +163,8 @@ def encode_raw(
     wb = torch.tensor([raw.meta.wb], dtype=torch.float32)
     ccm = torch.tensor([raw.meta.cam_to_srgb], dtype=torch.float32)
     with _transforms_on(model, device):
-        y = model.analyze(x.to(device), wb.to(device), ccm.to(device)).cpu()
-    with _one_thread_per_op():
+        y = model.analyze(channels_last(x, device), wb.to(device), ccm.to(device)).cpu().contiguous()
+    with _probability_path(model):
         strings, latent_size = model.compress_latent(y, q)
     h, w = raw.size
     return RbitFile(
@@ -137,7 +190,7 @@ def decode_rbit(f: RbitFile, model: RBN, device: torch.device, bits: int = 8) ->
     if (lh, lw) != model.latent_size(f.height, f.width):
         raise BitstreamError("damaged .rbit file (latent size does not match the image size)")
     try:
-        with _one_thread_per_op():
+        with _probability_path(model):
             y_hat = model.decompress_latent([f.y_anchor, f.y_rest, f.z], (lh, lw), q)
     except (RuntimeError, ValueError) as e:
         raise BitstreamError(f"damaged .rbit stream ({e})") from e

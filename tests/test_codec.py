@@ -100,3 +100,28 @@ def test_real_raw_round_trip(path, quality_weights):
         # Only a broken pipeline (misaligned crop, wrong colours) falls under the mean-colour image.
         flat = np.broadcast_to(ref.reshape(-1, 3).mean(0).round().astype(np.uint8), ref.shape)
         assert _psnr(out, ref) > _psnr(flat, ref) + 3.0
+
+
+def test_probability_path_in_parallel_bands_computes_what_the_whole_latent_does(tiny_weights):
+    """Encode and decode run the context model in row bands; a wrong halo would cost bits silently."""
+    from rawbit.codec import BAND_ROWS, _probability_path
+    from rawbit.nets.registry import load_model
+
+    model = load_model(tiny_weights).model
+    codec = model.latent_codec["y"]
+    m = model.config.latent_channels
+    y = torch.randn(1, m, 3 * BAND_ROWS + 5, 24) * 4
+    params = torch.randn(1, 4 * m, 3 * BAND_ROWS + 5, 12)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            whole = codec.context_prediction(y), codec.entropy_parameters(params)
+            with _probability_path(model):
+                banded = codec.context_prediction(y), codec.entropy_parameters(params)
+            after = codec.context_prediction(y)  # the modules are themselves again afterwards
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(whole, banded):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+    assert "forward" not in vars(codec.context_prediction) and torch.equal(after, whole[0])
