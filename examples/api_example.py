@@ -11,7 +11,7 @@ import numpy as np
 import rawbit
 
 photo = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("sample.dng")
-for quality in (1, 4, 7):
+for quality in (1, 6, 11):
     data = rawbit.encode(photo, quality=quality)  # bytes of a complete .rbit file
     image = rawbit.decode(data)  # (H, W, 3) uint8 sRGB, orientation applied
     reference = rawbit.reference(photo)  # LibRaw's rendering, cropped/oriented the same way

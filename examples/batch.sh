@@ -9,7 +9,7 @@ mkdir -p "$out/rbit" "$out/png"
 shopt -s nullglob nocaseglob
 raws=("$src"/*.{dng,nef,cr2,crw,arw,kdc,orf,rw2,pef,srw})
 [ ${#raws[@]} -gt 0 ] || { echo "no RAW files in $src" >&2; exit 1; }
-rawbit encode "${raws[@]}" -o "$out/rbit/" --quality "${QUALITY:-4}"
+rawbit encode "${raws[@]}" -o "$out/rbit/" --quality "${QUALITY:-6}"
 enc=$?
 rbits=("$out"/rbit/*.rbit)
 [ ${#rbits[@]} -gt 0 ] && rawbit decode "${rbits[@]}" -o "$out/png/"

@@ -1,7 +1,7 @@
 """rawbit: a learned codec for camera RAW photos (RAWtoBit network, Jeong & Jung 2022).
 
     >>> import rawbit
-    >>> data = rawbit.encode("photo.NEF", quality=4)   # bytes of a .rbit file
+    >>> data = rawbit.encode("photo.NEF", quality=6)   # bytes of a .rbit file
     >>> image = rawbit.decode(data)                     # (H, W, 3) uint8 sRGB, oriented
 """
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .api import DEFAULT_QUALITY
 from .errors import RawbitError
 
 EPILOG_ENCODE = """\b
@@ -88,8 +89,8 @@ def main() -> None:
 @main.command(epilog=EPILOG_ENCODE)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one input) or folder.")
-@click.option("-q", "--quality", default=4, show_default=True, type=click.IntRange(1, 255),
-              help="Rate point: 1 smallest file, up to the model's best (9 for the default model).")
+@click.option("-q", "--quality", default=DEFAULT_QUALITY, show_default=True, type=click.IntRange(1, 255),
+              help="Rate point: 1 smallest file, up to the model's best (11 for the default model).")
 @click.option("--model", default="default", show_default=True, help="Model name or .safetensors path.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")

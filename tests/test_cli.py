@@ -80,7 +80,9 @@ def test_info_prints_header_as_json(encoded):
     result = run("info", encoded, "--json")
     assert result.exit_code == 0
     d = json.loads(result.stdout)
-    assert (d["width"], d["height"], d["quality"]) == (512, 512, 4)
+    from rawbit.api import DEFAULT_QUALITY
+
+    assert (d["width"], d["height"], d["quality"]) == (512, 512, DEFAULT_QUALITY)
     assert d["bytes"] == encoded.stat().st_size
 
 

@@ -48,6 +48,17 @@ def test_latent_stride_sets_latent_size_and_input_multiple(stride):
     assert model.latent_size(250, 380) == (256 // stride, 384 // stride)
 
 
+@pytest.mark.parametrize("levels", [0, 1, 3])
+def test_rcag_levels_counts_decoder_levels_with_attention_groups_from_the_coarsest(levels):
+    from rawbit.nets.blocks import RCAG
+
+    model = create_model("rbn-tiny", rcag_levels=levels)
+    groups = [m for m in model.g_s if isinstance(m, RCAG)]
+    assert len(groups) == levels
+    if levels:
+        assert model.g_s[1] is groups[0]  # straight after the first convolution, at the latent size
+
+
 def test_a_decoder_that_does_not_match_the_latent_stride_is_refused():
     with pytest.raises(ValueError, match="decoder levels"):
         create_model("rbn-tiny", latent_stride=16)

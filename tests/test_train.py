@@ -211,3 +211,55 @@ def test_attention_map_is_signed_channel_sum():
     a = torch.tensor([[[[1.0, -1.0]], [[1.0, -1.0]]]])  # (1, 2, 1, 2): sum over channels = [2, -2]
     np.testing.assert_allclose(attention_map(a).numpy(), [[2 / 8**0.5, -2 / 8**0.5]], rtol=1e-6)
     assert float(attention_transfer([a], [-a])) > 0 and float(attention_transfer([a], [a])) == 0
+
+
+def test_fine_tuning_starts_from_trained_weights_and_adds_a_lower_rate(tmp_path, photo_folder):
+    """`rawbit train --init RUN` continues a trained network; a new lambda below the old ones starts
+    from gains extended in log-lambda, so it codes at a lower rate than the old lowest from step 0."""
+    from rawbit.nets import create_model
+    from rawbit.train.init import init_from
+
+    base = tmp_path / "base"
+    train(load_config("cpu", {**TINY, "steps": 6}), [photo_folder], base, device="cpu", progress=False)
+    src = load_checkpoint(base / "checkpoint.pt")["model"]
+    model = create_model("rbn-tiny", lambdas=(0.0016, 0.0067, 0.18))
+    init_from(model, base)
+    torch.testing.assert_close(model.g_s[0].weight, src["g_s.0.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(model.log_gain[1:], src["log_gain"], rtol=0, atol=0)
+    step = src["log_gain"][1] - src["log_gain"][0]  # per unit of log(0.18 / 0.0067)
+    expected = src["log_gain"][0] - step * np.log(0.0067 / 0.0016) / np.log(0.18 / 0.0067)
+    torch.testing.assert_close(model.log_gain[0], expected.float(), rtol=1e-5, atol=1e-5)
+
+    cfg = load_config("cpu", {**TINY, "steps": 3, "lambdas": [0.0016, 0.0067, 0.18],
+                              "lambda_weights": [1, 1, 0], "init": str(base)})  # fmt: skip
+    weights = train(cfg, [photo_folder], tmp_path / "ft", device="cpu", progress=False)
+    from rawbit.nets.registry import load_model
+
+    assert load_model(weights).model.n_rates == 3
+
+
+def test_init_refuses_a_different_network(tmp_path):
+    from rawbit.errors import RawbitError
+    from rawbit.nets import create_model
+    from rawbit.nets.weights import export
+    from rawbit.train.init import init_from
+
+    export(create_model("rbn-tiny"), tmp_path / "tiny.safetensors")
+    with pytest.raises(RawbitError, match="different network"):
+        init_from(create_model("rbn-tiny", latent_channels=48), tmp_path / "tiny.safetensors")
+
+
+def test_rate_weights_steer_which_lambdas_are_trained():
+    from rawbit.errors import RawbitError
+    from rawbit.train.loop import _rate_weights
+
+    assert _rate_weights({"lambdas": [1, 2]}) is None
+    np.testing.assert_allclose(_rate_weights({"lambdas": [1, 2, 3], "lambda_weights": [3, 1, 0]}),
+                               [0.75, 0.25, 0.0])  # fmt: skip
+    with pytest.raises(RawbitError, match="one per lambda"):
+        _rate_weights({"lambdas": [1, 2], "lambda_weights": [1]})
+    with pytest.raises(RawbitError, match="outside"):
+        _rate_weights({"lambdas": [1, 2], "val_qualities": [3]})
+    # `--lambda 0.013` replaces the preset's list: its per-rate settings go with it.
+    cfg = load_config("cpu", {"lambdas": [0.013]})
+    assert "lambda_weights" not in cfg and "val_qualities" not in cfg

@@ -98,7 +98,9 @@ class RBN(nn.Module):
         self.g_a = nn.ModuleList(enc)
 
         ch = c.dec_channels
-        dec: list[nn.Module] = [conv3x3(M, ch[0]), RCAG(ch[0], c.rcab_per_group)]
+        dec: list[nn.Module] = [conv3x3(M, ch[0])]
+        if c.rcag_levels > 0:
+            dec.append(RCAG(ch[0], c.rcab_per_group))
         for level, (a, b) in enumerate(zip(ch[:-1], ch[1:]), start=1):
             dec += [deconv3x3(a, b), GDN(b, inverse=True)]
             if level < c.rcag_levels:

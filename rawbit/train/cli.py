@@ -16,6 +16,7 @@ Examples:
   rawbit train --preset cpu --data synth/ --data my_nefs/ --out runs/lite
   rawbit train --preset cpu --data my_nefs/ --lambda 0.013 --out runs/l0013
   rawbit train --out runs/lite --resume           # continue after Ctrl-C or a crash
+  rawbit train --preset cpu-finetune --init default --data my_nefs/ --out runs/mine   # fine-tune
   rawbit train --out runs/lite --export models/mine.safetensors   # ship the latest checkpoint
   rawbit train --preset cpu --data d/ --out runs/x --set steps=500 --set lr=2e-4
   torchrun --nproc_per_node 2 -m rawbit train --preset cpu --data d/ --out runs/ddp
@@ -35,6 +36,9 @@ Examples:
               help="Compression teacher weights, for knowledge distillation.")
 @click.option("--teacher-isp", type=click.Path(path_type=Path), default=None,
               help="ISP teacher weights, for knowledge distillation.")
+@click.option("--init", "init", default=None, metavar="WEIGHTS",
+              help="Start from trained weights (a model name such as default, a .safetensors file, "
+                   "or a run folder) instead of a fresh network; rate points are matched by lambda.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--cache", type=click.Path(path_type=Path), default=Path(".cache/rawbit"), show_default=True,
@@ -42,8 +46,8 @@ Examples:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--export", "export_to", type=click.Path(path_type=Path), default=None,
               help="Only export the run's latest checkpoint to this .safetensors file.")
-def train(preset, data, out, lam, model, teacher_comp, teacher_isp, overrides, resume, cache, device,
-          export_to):
+def train(preset, data, out, lam, model, teacher_comp, teacher_isp, init, overrides, resume, cache,
+          device, export_to):
     """Train RBN on a folder of RAW photos (checkpoints, CSV log, loss plot, weights)."""
     from .loop import export_checkpoint, load_config, parse_override, train as run
 
@@ -59,7 +63,7 @@ def train(preset, data, out, lam, model, teacher_comp, teacher_isp, overrides, r
             sets["lambdas"] = [lam]
         if model:
             sets["model"] = model
-        for key, path in (("teacher_comp", teacher_comp), ("teacher_isp", teacher_isp)):
+        for key, path in (("teacher_comp", teacher_comp), ("teacher_isp", teacher_isp), ("init", init)):
             if path:
                 sets[key] = str(path)
         if resume and (out / "config.json").is_file():

@@ -21,10 +21,14 @@ from ..data.dataset import Sample, batch, load_split
 from ..errors import RawbitError
 from ..nets import RBN, create_model
 from ..nets.weights import export, load as load_weights
+from .init import init_from
 from .losses import attention_transfer, kd_progress, kd_weight, psnr, rd_loss
 
 PRESET_DIR = Path(__file__).with_name("presets")
 CHECKPOINT = "checkpoint.pt"
+# Keys a preset may leave out: teachers, data, starting weights (--init), per-rate sampling weights
+# (uniform when absent) and the 1-based rate points validated (lowest, middle, highest when absent).
+_OPTIONAL_KEYS = ("teacher_comp", "teacher_isp", "data", "init", "lambda_weights", "val_qualities")
 
 
 # --- config ------------------------------------------------------------------------------------------
@@ -39,9 +43,14 @@ def load_config(preset: str, overrides: dict | None = None) -> dict:
         raise RawbitError(f"unknown training preset {preset!r} (known: {', '.join(list_presets())})")
     cfg = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
     for key, value in (overrides or {}).items():
-        if key not in cfg and key not in ("teacher_comp", "teacher_isp", "data"):
+        if key not in cfg and key not in _OPTIONAL_KEYS:
             raise RawbitError(f"unknown config key {key!r} (known: {', '.join(sorted(cfg))})")
         cfg[key] = value
+    if "lambdas" in (overrides or {}):
+        # Per-rate settings belong to the preset's own lambda list, not to a replacement.
+        for key in ("lambda_weights", "val_qualities"):
+            if key not in overrides:
+                cfg.pop(key, None)
     return cfg
 
 
@@ -80,7 +89,7 @@ def evaluate(model: RBN, samples: list[Sample], cfg: dict, device: torch.device)
     """Estimated bpp and PSNR on centre crops of the validation photos at low/mid/high rate."""
     model.eval()
     results: dict[str, float] = {}
-    qs = sorted({0, model.n_rates // 2, model.n_rates - 1})
+    qs = [q - 1 for q in cfg.get("val_qualities") or ()] or sorted({0, model.n_rates // 2, model.n_rates - 1})
     for q in qs:
         bpps, psnrs = [], []
         for s in samples[: cfg["val_images"]]:
@@ -171,6 +180,9 @@ def train(
     opt = torch.optim.Adam(main_params, lr=cfg["lr"])
     aux_opt = torch.optim.Adam(aux_params, lr=cfg["aux_lr"])
     teachers = _load_teachers(cfg, dev)
+    if ckpt is None and cfg.get("init"):
+        init_from(model, cfg["init"])
+    q_weights = _rate_weights(cfg)
     step, elapsed = 0, 0.0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -194,7 +206,10 @@ def train(
             # The batch is a pure function of (seed, rank, step): resume and workers stay exact.
             rng = np.random.default_rng([cfg["seed"], rank, step])
             b = batch(train_set, cfg["batch_size"], cfg["patch"], rng)
-            q_np = rng.integers(0, len(cfg["lambdas"]), size=cfg["batch_size"])
+            if q_weights is None:
+                q_np = rng.integers(0, len(cfg["lambdas"]), size=cfg["batch_size"])
+            else:
+                q_np = rng.choice(len(cfg["lambdas"]), size=cfg["batch_size"], p=q_weights)
             b = {k: torch.from_numpy(v).to(dev) for k, v in b.items()}
             q = torch.from_numpy(q_np).to(dev)
             for g in opt.param_groups:
@@ -251,6 +266,21 @@ def train(
         export(model, weights_path, extra={"steps": step, "wall_s": round(time.time() - t0), "config": cfg})
         log.plot(out / "loss.png")
     return weights_path
+
+
+def _rate_weights(cfg: dict) -> np.ndarray | None:
+    """Probabilities of drawing each rate point for a sample (None: uniform); checks the per-rate keys."""
+    n = len(cfg["lambdas"])
+    bad = [q for q in cfg.get("val_qualities") or () if not 1 <= q <= n]
+    if bad:
+        raise RawbitError(f"val_qualities {bad} lie outside the {n} rate points")
+    w = cfg.get("lambda_weights")
+    if not w:
+        return None
+    if len(w) != n or min(w) < 0 or sum(w) <= 0:
+        raise RawbitError(f"lambda_weights needs {n} non-negative numbers, one per lambda")
+    w = np.asarray(w, dtype=np.float64)
+    return w / w.sum()
 
 
 def export_checkpoint(run: Path, path: Path) -> str:
