@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from ..errors import RawbitError
-from ..nets import RBN, create_model, load_model
+from ..nets import RBN, load_model
+from .checkpoints import model_from_checkpoint
 
 _GAINS = ("log_gain", "log_inv_gain")
 
@@ -22,16 +23,8 @@ _GAINS = ("log_gain", "log_inv_gain")
 def load_source(source: str | Path) -> RBN:
     """A trained RBN from a model name, a .safetensors file, a run folder or its checkpoint.pt."""
     p = Path(source)
-    if p.is_dir():
-        p = p / "checkpoint.pt"
-    if p.suffix == ".pt":
-        if not p.is_file():
-            raise RawbitError(f"{p}: no such checkpoint")
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        cfg = ckpt["config"]
-        model = create_model(cfg["model"], lambdas=tuple(cfg["lambdas"]))
-        model.load_state_dict(ckpt["model"])
-        return model
+    if p.is_dir() or p.suffix == ".pt":
+        return model_from_checkpoint(p)[0]
     return load_model(source).model
 
 

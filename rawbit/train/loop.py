@@ -21,11 +21,11 @@ from ..data.dataset import Sample, batch, load_split
 from ..errors import RawbitError
 from ..nets import RBN, create_model
 from ..nets.weights import export, load as load_weights
+from .checkpoints import CHECKPOINT, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .init import init_from
 from .losses import attention_transfer, kd_progress, kd_weight, psnr, rd_loss
 
 PRESET_DIR = Path(__file__).with_name("presets")
-CHECKPOINT = "checkpoint.pt"
 # Keys a preset may leave out: teachers, data, starting weights (--init), per-rate sampling weights
 # (uniform when absent) and the 1-based rate points validated (lowest, middle, highest when absent).
 _OPTIONAL_KEYS = ("teacher_comp", "teacher_isp", "data", "init", "lambda_weights", "val_qualities")
@@ -89,7 +89,8 @@ def evaluate(model: RBN, samples: list[Sample], cfg: dict, device: torch.device)
     """Estimated bpp and PSNR on centre crops of the validation photos at low/mid/high rate."""
     model.eval()
     results: dict[str, float] = {}
-    qs = [q - 1 for q in cfg.get("val_qualities") or ()] or sorted({0, model.n_rates // 2, model.n_rates - 1})
+    qs = [q - 1 for q in cfg.get("val_qualities") or ()]
+    qs = qs or sorted({0, model.n_rates // 2, model.n_rates - 1})
     for q in qs:
         bpps, psnrs = [], []
         for s in samples[: cfg["val_images"]]:
@@ -118,18 +119,6 @@ def _center_crop(s: Sample, half: int, multiple: int, device: torch.device) -> d
         "cam_to_srgb": torch.from_numpy(s.cam_to_srgb),
     }
     return {k: v.unsqueeze(0).to(device) for k, v in b.items()}
-
-
-# --- checkpoints -------------------------------------------------------------------------------------
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: a crash while saving never leaves a half-written checkpoint behind."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -285,14 +274,9 @@ def _rate_weights(cfg: dict) -> np.ndarray | None:
 
 def export_checkpoint(run: Path, path: Path) -> str:
     """Export a run's latest checkpoint as shippable weights (e.g. while it is still training)."""
-    ckpt_path = run / CHECKPOINT
-    if not ckpt_path.is_file():
-        raise RawbitError(f"{run}: no checkpoint to export")
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = ckpt["config"]
-    model = create_model(cfg["model"], lambdas=tuple(cfg["lambdas"]))
-    model.load_state_dict(ckpt["model"])
-    return export(model, path, extra={"steps": ckpt["step"], "wall_s": round(ckpt["elapsed"]), "config": cfg})
+    model, ckpt = model_from_checkpoint(run)
+    return export(model, path, extra={"steps": ckpt["step"], "wall_s": round(ckpt["elapsed"]),
+                                      "config": ckpt["config"]})  # fmt: skip
 
 
 def _save(path: Path, model, opt, aux_opt, step: int, elapsed: float, cfg: dict) -> None:
