@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py                       # lite (shipped default) and paper
     python benchmarks/speed.py --models rbn-lite --threads 2 --json out.json
+    python benchmarks/speed.py --models rbn-lite --device cuda --threads 16   # on a GPU machine
 
 Each measurement runs in a fresh process so one model's memory never hides another's; the model
 is loaded and warmed up (one encode) before timing starts. Peak memory is reported twice: the
@@ -37,7 +38,7 @@ def make_photo(path: Path, height: int = 3000, width: int = 4000) -> Path:
     return path
 
 
-def _child(model: str, op: str, photo: str, threads: int) -> None:
+def _child(model: str, op: str, photo: str, threads: int, device: str) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -53,41 +54,48 @@ def _child(model: str, op: str, photo: str, threads: int) -> None:
         torch.manual_seed(0)
         weights = str(Path(tempfile.mkdtemp()) / f"{model}.safetensors")
         export(create_model(model), weights)
-    data = api.encode(photo, model=weights, device="cpu")  # warm-up + the bits to decode
+    data = api.encode(photo, model=weights, device=device)  # warm-up + the bits to decode
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     if op == "encode":
-        data, m = measure(lambda: api.encode(photo, model=weights, device="cpu"))
+        data, m = measure(lambda: api.encode(photo, model=weights, device=device))
     else:
-        _, m = measure(lambda: api.decode(data, model=weights, device="cpu"))
+        _, m = measure(lambda: api.decode(data, model=weights, device=device))
     import resource
 
     total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB, whole process
+    gpu = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else 0.0
     print(json.dumps({"seconds": m.seconds, "peak_gib": m.peak_mib / 1024, "bytes": len(data),
-                      "process_peak_gib": total}))
+                      "process_peak_gib": total, "gpu_peak_gib": gpu}))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="rbn-lite,rbn-paper")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _child(*args.child, args.threads)
+        _child(*args.child, args.threads, args.device)
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         photo = make_photo(Path(tmp) / "12mp.dng")
         for model in args.models.split(","):
-            row = {"model": model}
+            row = {"model": model, "device": args.device}
             for op in ("encode", "decode"):
                 p = subprocess.run(
-                    [sys.executable, __file__, "--threads", str(args.threads), "--child", model, op, str(photo)],
+                    [sys.executable, __file__, "--threads", str(args.threads), "--device", args.device,
+                     "--child", model, op, str(photo)],
                     capture_output=True, text=True, check=True,
                 )  # fmt: skip
                 r = json.loads(p.stdout.strip().splitlines()[-1])
                 row[f"{op}_s"], row[f"{op}_peak_gib"] = round(r["seconds"], 2), round(r["peak_gib"], 2)
                 row[f"{op}_process_peak_gib"] = round(r["process_peak_gib"], 2)
+                if args.device.startswith("cuda"):
+                    row[f"{op}_gpu_peak_gib"] = round(r["gpu_peak_gib"], 2)
                 row["bpp"] = round(r["bytes"] * 8 / 12e6, 4)
             rows.append(row)
             print(json.dumps(row), flush=True)

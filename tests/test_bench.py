@@ -15,7 +15,7 @@ from PIL import Image
 
 from rawbit.bench import check as check_mod
 from rawbit.bench import run as run_mod
-from rawbit.bench.bdrate import bd, bd_psnr, bd_rate
+from rawbit.bench.bdrate import bd, bd_psnr, bd_rate, psnr_gap
 from rawbit.bench.cli import bench
 from rawbit.bench.codecs import Codec, PillowCodec, RawbitCodec
 from rawbit.bench.metrics import bpp, ms_ssim, psnr
@@ -138,6 +138,15 @@ def test_bd_is_order_free_and_nan_without_overlap() -> None:
     assert math.isnan(far.rate) and math.isnan(far.psnr) and far.overlap_psnr == 0
 
 
+def test_psnr_gap_compares_with_the_anchor_at_the_same_bpp_and_only_where_it_was_measured() -> None:
+    # On a measured anchor point, 0.4 dB above it, and halfway (in log-rate) between two points.
+    assert psnr_gap(RATES, PSNRS, 0.25, 31.4) == pytest.approx(0.4, abs=1e-9)
+    assert psnr_gap(RATES, PSNRS, math.sqrt(0.25 * 0.5), 32.0) == pytest.approx(-0.5, abs=1e-9)
+    # Below JPEG's smallest file or above its largest there is nothing to compare with.
+    assert math.isnan(psnr_gap(RATES, PSNRS, 0.05, 30.0))
+    assert math.isnan(psnr_gap(RATES, PSNRS, 3.0, 45.0))
+
+
 # --- run, cache, reports ---------------------------------------------------------------------
 
 
@@ -226,6 +235,15 @@ def test_outputs_are_compressai_json_csv_markdown_and_plot(photos: list[Path], t
     summary = json.loads((out / "bench.json").read_text())
     assert summary["bd"]["jpeg"]["rate"] == pytest.approx(0.0, abs=1e-9)
     assert "| rawbit-fake |" in (out / "results.md").read_text()
+    # Each rate point says how it stands against the anchor at its own bpp.
+    gaps = entry["results"]["psnr-vs-anchor"]
+    jpeg = summary["codecs"]["jpeg"]["results"]
+    for b, p, gap in zip(entry["results"]["bpp"], entry["results"]["psnr-rgb"], gaps):
+        inside = min(jpeg["bpp"]) <= b <= max(jpeg["bpp"])
+        assert (gap is not None) == inside
+        if inside:
+            assert gap == pytest.approx(psnr_gap(jpeg["bpp"], jpeg["psnr-rgb"], b, p))
+    assert summary["codecs"]["jpeg"]["results"]["psnr-vs-anchor"] == [pytest.approx(0.0, abs=1e-9)] * 4
     assert (out / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -199,3 +199,11 @@ def test_help_shows_examples():
     for cmd in ("encode", "decode", "info", "train", "synth", "bench"):
         result = run(cmd, "--help")
         assert result.exit_code == 0 and "Example" in result.output, cmd
+
+
+def test_train_help_names_every_preset():
+    from rawbit.train.loop import list_presets
+
+    help_text = " ".join(run("train", "--help").output.split()).replace("- ", "-")  # wrapped at hyphens
+    for name in list_presets():
+        assert name in help_text, name

@@ -85,3 +85,16 @@ def bd(anchor_bpp: Sequence[float], anchor_psnr: Sequence[float],
         overlap_psnr=_overlap(a_by_d[1], t_by_d[1]),
         overlap_rate=_overlap(np.log10(a_by_r[0]), np.log10(t_by_r[0])) if len(a_by_r[0]) and len(t_by_r[0]) else 0.0,
     )
+
+
+def psnr_gap(anchor_bpp: Sequence[float], anchor_psnr: Sequence[float], bpp: float, psnr: float) -> float:
+    """PSNR minus the anchor's PSNR at the same bpp (dB; positive = better than the anchor there).
+
+    The anchor is interpolated linearly in log-rate between its two neighbouring points, so the
+    answer is only as fine as its sweep (hence JPEG's dense low qualities); NaN outside its range,
+    where nothing was measured to compare with.
+    """
+    r, d = _curve(anchor_bpp, anchor_psnr, "rate")
+    if len(r) < 2 or not (math.isfinite(bpp) and math.isfinite(psnr)) or not r[0] <= bpp <= r[-1]:
+        return math.nan
+    return float(psnr - np.interp(math.log(bpp), np.log(r), d))

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .bdrate import BD, bd
+from .bdrate import BD, bd, psnr_gap
 from .codecs import Codec
 from .run import BenchResult, Point
 
@@ -71,6 +71,18 @@ def bd_table(results: dict[str, dict], anchor: str) -> dict[str, BD]:
     return {name: bd(a_bpp, a_psnr, *_curve(entry)) for name, entry in results.items()}
 
 
+def add_gaps(results: dict[str, dict], anchor: str) -> None:
+    """Each rate point's PSNR gap to the anchor at the same bpp, as `psnr-vs-anchor` (None where
+    the anchor's curve does not reach that bpp): where a codec wins, not only on average."""
+    a_bpp, a_psnr = _curve(results[anchor])
+    for entry in results.values():
+        r = entry["results"]
+        r["psnr-vs-anchor"] = [
+            None if b is None or p is None else _finite(psnr_gap(a_bpp, a_psnr, b, p))
+            for b, p in zip(r["bpp"], r["psnr-rgb"])
+        ]
+
+
 def write_json(results: dict[str, dict], out: Path) -> list[Path]:
     """One CompressAI-style JSON per codec: out/<codec>.json."""
     paths = []
@@ -119,7 +131,9 @@ def markdown(results: dict[str, dict], bds: dict[str, BD], anchor: str, n_images
         f"# rawbit bench: {n_images} image(s), anchor `{anchor}`",
         "",
         "BD-rate: average bit-rate change at equal PSNR (negative = smaller files). "
-        "BD-PSNR: average PSNR change at equal bpp. Overlap: share of the range both curves cover.",
+        "BD-PSNR: average PSNR change at equal bpp. Overlap: share of the range both curves cover. "
+        f"vs {anchor}: PSNR minus {anchor}'s at the same bpp (its curve interpolated in log-rate; "
+        "– outside its range).",
         "",
         "| codec | BD-rate | BD-PSNR | overlap (PSNR / rate) |",
         "|---|---:|---:|---:|",
@@ -130,12 +144,14 @@ def markdown(results: dict[str, dict], bds: dict[str, BD], anchor: str, n_images
     for name, entry in results.items():
         r = entry["results"]
         lines += ["", f"## {name}", "", entry["description"], "",
-                  "| quality | bpp | PSNR (dB) | MS-SSIM | encode (s/MP) | decode (s/MP) "
-                  "| encode peak (MiB) | decode peak (MiB) | images |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  f"| quality | bpp | PSNR (dB) | vs {anchor} (dB) | MS-SSIM | encode (s/MP) "
+                  "| decode (s/MP) | encode peak (MiB) | decode peak (MiB) | images |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        gaps = r.get("psnr-vs-anchor") or [None] * len(r["quality"])
         for i, q in enumerate(r["quality"]):
+            gap = "" if name == anchor else _fmt(gaps[i], "+.2f")
             lines.append(
-                f"| {q} | {_fmt(r['bpp'][i], '.4f')} | {_fmt(r['psnr-rgb'][i], '.2f')} | "
+                f"| {q} | {_fmt(r['bpp'][i], '.4f')} | {_fmt(r['psnr-rgb'][i], '.2f')} | {gap} | "
                 f"{_fmt(r['ms-ssim-rgb'][i], '.4f')} | {_fmt(r['encoding_time'][i], '.3f')} | "
                 f"{_fmt(r['decoding_time'][i], '.3f')} | {_fmt(r['encoding_peak_mib'][i], '.0f')} | "
                 f"{_fmt(r['decoding_peak_mib'][i], '.0f')} | {r['n_images'][i]} |")
@@ -176,6 +192,7 @@ def write_all(result: BenchResult, codecs: Sequence[Codec], anchor: str, out: st
     out = Path(out)
     results = aggregate(result.points, codecs)
     bds = bd_table(results, anchor)
+    add_gaps(results, anchor)
     write_json(results, out)
     write_summary(result, results, bds, anchor, out)
     write_csv(result.points, out)

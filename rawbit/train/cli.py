@@ -25,7 +25,8 @@ Examples:
 
 @click.command("train", epilog=EPILOG)
 @click.option("--preset", default="cpu", show_default=True,
-              help="Training preset: cpu, paper, teacher-comp, teacher-isp, or a .json file.")
+              help="Training preset: cpu, cpu-finetune, cpu-finetune-large, paper, teacher-comp, "
+                   "teacher-isp (rawbit/train/presets), or a .json file.")
 @click.option("--data", "data", multiple=True, type=click.Path(path_type=Path),
               help="Folder(s) or files of RAW photos (repeatable).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
