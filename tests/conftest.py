@@ -23,6 +23,12 @@ def shared_files(sub: str) -> list[Path]:
 
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
 
+# A training config small enough for a test: the tiny network, 64² patches, two rate points.
+TINY_TRAIN = {
+    "model": "rbn-tiny", "batch_size": 2, "patch": 64, "val_every": 1000, "checkpoint_every": 5,
+    "val_images": 1, "val_crop": 128, "warmup": 2, "lambdas": [0.0067, 0.18],
+}  # fmt: skip
+
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
@@ -56,6 +62,15 @@ def quality_weights(tmp_path_factory) -> Path:
     })  # fmt: skip
     out = tmp_path_factory.mktemp("trained")
     return train(cfg, [SAMPLE_DNG], out / "run", device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory) -> Path:
+    """Six small synthetic DNGs to train on."""
+    d = tmp_path_factory.mktemp("photos")
+    for i in range(6):
+        write_test_dng(d / f"p{i}.dng", height=160, width=192, seed=i)
+    return d
 
 
 def write_test_dng(path: Path, height: int = 256, width: int = 384, cfa: str = "RGGB",

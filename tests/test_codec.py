@@ -8,11 +8,7 @@ import torch
 
 from conftest import SAMPLE_DNG, needs_shared, shared_files, write_test_dng
 from rawbit import api, bitstream
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
+from rawbit.bench.metrics import psnr as _psnr
 
 
 def _decode_with_threads(data: bytes, model, threads: int) -> np.ndarray:

@@ -10,15 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SAMPLE_DNG, write_test_dng
+from conftest import SAMPLE_DNG, TINY_TRAIN, write_test_dng
 from rawbit import api, bitstream
+from rawbit.bench.metrics import psnr as _psnr
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
 @pytest.mark.parametrize("photo", ["sample", "multi-tile"])
@@ -44,21 +40,14 @@ def test_a_file_encoded_on_the_gpu_decodes_on_the_cpu_and_the_gpu(tmp_path, qual
     assert abs(_psnr(on_cpu, ref) - cpu_quality) < 0.1
 
 
-def test_training_on_the_gpu_resumes_on_the_cpu(tmp_path):
+def test_training_on_the_gpu_resumes_on_the_cpu(tmp_path, photo_folder):
     from rawbit.train.loop import load_checkpoint, load_config, train
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(4):
-        write_test_dng(photos / f"p{i}.dng", height=160, width=192, seed=i)
-    cfg = load_config("cpu", {
-        "model": "rbn-tiny", "batch_size": 2, "patch": 64, "val_every": 1000, "checkpoint_every": 5,
-        "val_images": 1, "val_crop": 128, "warmup": 2, "lambdas": [0.0067, 0.18], "steps": 10,
-    })  # fmt: skip
+    cfg = load_config("cpu", {**TINY_TRAIN, "steps": 10})
     out = tmp_path / "run"
-    train(cfg, [photos], out, device="cuda", progress=False)
+    train(cfg, [photo_folder], out, device="cuda", progress=False)
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 10
-    weights = train({**cfg, "steps": 15}, [photos], out, resume=True, device="cpu", progress=False)
+    weights = train({**cfg, "steps": 15}, [photo_folder], out, resume=True, device="cpu", progress=False)
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 15
     losses = [float(v) for s, k, v in (r.split(",") for r in (out / "log.csv").read_text().splitlines()[1:])
               if k == "loss"]  # fmt: skip

@@ -10,6 +10,7 @@ from rawbit.data.dng import CFA_PATTERNS, write_dng
 from rawbit.data.synth import synthesize_dng, synthesize_folder
 from rawbit.errors import RawReadError
 from rawbit.raw import read_raw
+from rawbit.bench.metrics import psnr as _psnr
 from rawbit.render import reference_rendering
 
 _MATRIX = [[0.6722, -0.0635, -0.0963], [-0.4287, 1.2460, 0.2028], [-0.0908, 0.2162, 0.5668]]
@@ -25,11 +26,6 @@ def _photo(h: int = 64, w: int = 96) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
     rgb = np.stack([40 + 150 * x, 60 + 120 * y, 180 - 100 * x * y], axis=-1)
     return np.rint(rgb).astype(np.uint8)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
 
 
 def test_write_dng_round_trip_through_rawpy(tmp_path):

@@ -12,14 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, write_test_dng
+from conftest import ROOT, TINY_TRAIN, write_test_dng
 from rawbit.data.dataset import Sample, find_raw_files, load_sample, random_patch, split_of, unpack
 from rawbit.train.loop import load_checkpoint, load_config, train
-
-TINY = {
-    "model": "rbn-tiny", "batch_size": 2, "patch": 64, "val_every": 1000, "checkpoint_every": 5,
-    "val_images": 1, "val_crop": 128, "warmup": 2, "lambdas": [0.0067, 0.18],
-}  # fmt: skip
 
 
 def _traceable_sample(h: int = 40, w: int = 48) -> Sample:
@@ -89,17 +84,9 @@ def test_cache_key_changes_with_render_settings(tmp_path, monkeypatch):
     assert dataset.cache_key(dng) != k1
 
 
-@pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("photos")
-    for i in range(6):
-        write_test_dng(d / f"p{i}.dng", height=160, width=192, seed=i)
-    return d
-
-
 def test_twenty_step_smoke_run_writes_everything(tmp_path, photo_folder):
     out = tmp_path / "run"
-    weights = train(load_config("cpu", {**TINY, "steps": 20}), [photo_folder], out, device="cpu",
+    weights = train(load_config("cpu", {**TINY_TRAIN, "steps": 20}), [photo_folder], out, device="cpu",
                     progress=False)  # fmt: skip
     assert weights.is_file() and (out / "checkpoint.pt").is_file() and (out / "loss.png").is_file()
     log = (out / "log.csv").read_text()
@@ -110,7 +97,7 @@ def test_twenty_step_smoke_run_writes_everything(tmp_path, photo_folder):
 
 
 def test_resume_reproduces_the_next_loss_of_an_uninterrupted_run(tmp_path, photo_folder):
-    cfg = load_config("cpu", {**TINY, "steps": 10})
+    cfg = load_config("cpu", {**TINY_TRAIN, "steps": 10})
     full, part = tmp_path / "full", tmp_path / "part"
     train(cfg, [photo_folder], full, device="cpu", progress=False)
     train({**cfg, "steps": 5}, [photo_folder], part, device="cpu", progress=False)
@@ -132,7 +119,7 @@ def test_a_background_run_stopped_with_sigterm_saves_its_checkpoint(tmp_path, ph
     import signal
     import time
 
-    cfg = {**load_config("cpu", {**TINY, "steps": 100_000, "checkpoint_every": 100_000}),
+    cfg = {**load_config("cpu", {**TINY_TRAIN, "steps": 100_000, "checkpoint_every": 100_000}),
            "data": [str(photo_folder)]}  # fmt: skip
     preset = tmp_path / "p.json"
     preset.write_text(json.dumps(cfg))
@@ -154,7 +141,7 @@ def test_a_background_run_stopped_with_sigterm_saves_its_checkpoint(tmp_path, ph
 def test_existing_run_needs_resume(tmp_path, photo_folder):
     from rawbit.errors import RawbitError
 
-    cfg = load_config("cpu", {**TINY, "steps": 2})
+    cfg = load_config("cpu", {**TINY_TRAIN, "steps": 2})
     train(cfg, [photo_folder], tmp_path / "r", device="cpu", progress=False)
     with pytest.raises(RawbitError, match="--resume"):
         train(cfg, [photo_folder], tmp_path / "r", device="cpu", progress=False)
@@ -168,7 +155,7 @@ def test_distillation_from_two_teachers_runs(tmp_path, photo_folder):
     isp = create_model("rbn-tiny", input="srgb", lambdas=(0.18,))
     export(comp, tmp_path / "comp.safetensors")
     export(isp, tmp_path / "isp.safetensors")
-    cfg = load_config("cpu", {**TINY, "steps": 3, "teacher_comp": str(tmp_path / "comp.safetensors"),
+    cfg = load_config("cpu", {**TINY_TRAIN, "steps": 3, "teacher_comp": str(tmp_path / "comp.safetensors"),
                               "teacher_isp": str(tmp_path / "isp.safetensors")})  # fmt: skip
     train(cfg, [photo_folder], tmp_path / "kd", device="cpu", progress=False)
     rows = (tmp_path / "kd" / "log.csv").read_text()
@@ -177,7 +164,7 @@ def test_distillation_from_two_teachers_runs(tmp_path, photo_folder):
 
 
 def test_two_process_ddp_run_with_gloo(tmp_path, photo_folder):
-    cfg = {**load_config("cpu", {**TINY, "steps": 4}), "data": [str(photo_folder)]}
+    cfg = {**load_config("cpu", {**TINY_TRAIN, "steps": 4}), "data": [str(photo_folder)]}
     preset = tmp_path / "p.json"
     preset.write_text(json.dumps(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -220,7 +207,7 @@ def test_fine_tuning_starts_from_trained_weights_and_adds_a_lower_rate(tmp_path,
     from rawbit.train.init import init_from
 
     base = tmp_path / "base"
-    train(load_config("cpu", {**TINY, "steps": 6}), [photo_folder], base, device="cpu", progress=False)
+    train(load_config("cpu", {**TINY_TRAIN, "steps": 6}), [photo_folder], base, device="cpu", progress=False)
     src = load_checkpoint(base / "checkpoint.pt")["model"]
     model = create_model("rbn-tiny", lambdas=(0.0016, 0.0067, 0.18))
     init_from(model, base)
@@ -230,7 +217,7 @@ def test_fine_tuning_starts_from_trained_weights_and_adds_a_lower_rate(tmp_path,
     expected = src["log_gain"][0] - step * np.log(0.0067 / 0.0016) / np.log(0.18 / 0.0067)
     torch.testing.assert_close(model.log_gain[0], expected.float(), rtol=1e-5, atol=1e-5)
 
-    cfg = load_config("cpu", {**TINY, "steps": 3, "lambdas": [0.0016, 0.0067, 0.18],
+    cfg = load_config("cpu", {**TINY_TRAIN, "steps": 3, "lambdas": [0.0016, 0.0067, 0.18],
                               "lambda_weights": [1, 1, 0], "init": str(base)})  # fmt: skip
     weights = train(cfg, [photo_folder], tmp_path / "ft", device="cpu", progress=False)
     from rawbit.nets.registry import load_model
