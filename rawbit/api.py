@@ -1,59 +1,81 @@
-"""The Python API: what the CLI, bench and scripts call. Files in, bytes or pixels out."""
+"""The Python API: what the CLI, bench and scripts call. Files in, bytes or pixels out.
+
+A .rbit input is either its bytes or a path; a path is read header first (rawbit.bitstream.read):
+its fields are checked before the rest is read, and a file longer than its header says is refused
+unread. Every error names the input (`name`, else the path, else "input").
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from . import bitstream
+from .bitstream import DEFAULT_MAX_PIXELS, RbitFile
 from .codec import decode_rbit, encode_raw, pick_device
-from .nets.registry import find_model, load_model
+from .errors import ModelError
+from .nets import weights
+from .nets.registry import LoadedModel, list_models, load_model
 from .raw import camera_name, read_raw
 from .render import reference_rendering
 
 # The shipped model's rate point at lambda 0.0067, the default of earlier models too.
 DEFAULT_QUALITY = 6
 
+RbitSource = bytes | bytearray | memoryview | str | os.PathLike
+
 
 def encode(
     path: str | Path, *, model: str | Path | None = "default", quality: int = DEFAULT_QUALITY,
     device: str = "auto",
 ) -> bytes:  # fmt: skip
-    """A RAW photo -> the bytes of a .rbit file."""
+    """A RAW photo -> the bytes of a .rbit file (format 2: with the photo's colour metadata)."""
     loaded = load_model(model)
-    raw = read_raw(path)
-    f = encode_raw(raw, loaded.model, loaded.model_id, quality, pick_device(device), _exif(path))
+    # tifffile logs a damaged tag to stderr on its own; reading goes on, or fails in one line.
+    with _quiet("tifffile"):
+        raw = read_raw(path)
+        exif = _exif(path)
+    f = encode_raw(raw, loaded.model, loaded.model_id, quality, pick_device(device), exif, name=str(path))
     return bitstream.build(f)
 
 
 def decode(
-    data: bytes, *, model: str | Path | None = None, device: str = "auto", bits: int = 8,
-    name: str = "input",
+    data: RbitSource, *, model: str | Path | None = None, device: str = "auto", bits: int = 8,
+    name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:  # fmt: skip
-    """The bytes of a .rbit file -> (H, W, 3) sRGB, uint8 (or uint16 for bits=16), oriented."""
-    f = bitstream.parse(data, name)
-    loaded = find_model(f.model_id, model)
-    return decode_rbit(f, loaded.model, pick_device(device), bits)
+    """A .rbit file (bytes or path) -> (H, W, 3) sRGB, uint8 (or uint16 for bits=16), oriented.
+
+    `model`: None finds the installed model that made the file; a name or a .safetensors path is
+    used as given, and a file made by another model is refused. `max_pixels` refuses images larger
+    than that (default 2**28; None: no limit) before anything is allocated for them."""
+    f, loaded, name = _open(data, model, name, max_pixels)
+    return decode_rbit(f, loaded.model, pick_device(device), bits, name=name, max_pixels=max_pixels)
 
 
 def decode_png(
-    data: bytes, *, model: str | Path | None = None, device: str = "auto", bits: int = 8,
-    name: str = "input",
+    data: RbitSource, *, model: str | Path | None = None, device: str = "auto", bits: int = 8,
+    name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> bytes:  # fmt: skip
-    """The bytes of a .rbit file -> the bytes of a PNG (8- or 16-bit), EXIF carried over."""
+    """A .rbit file (bytes or path) -> the bytes of a PNG (8- or 16-bit), EXIF carried over."""
     from .files import png_bytes
 
-    f = bitstream.parse(data, name)
-    image = decode_rbit(f, find_model(f.model_id, model).model, pick_device(device), bits)
+    f, loaded, name = _open(data, model, name, max_pixels)
+    image = decode_rbit(f, loaded.model, pick_device(device), bits, name=name, max_pixels=max_pixels)
     return png_bytes(image, f.exif)
 
 
-def info(data: bytes, name: str = "input") -> dict:
-    """The header of a .rbit file as a plain dict (no model needed)."""
-    f = bitstream.parse(data, name)
+def info(data: RbitSource, name: str | None = None) -> dict:
+    """The header of a .rbit file (bytes or path) as a plain dict (no model needed)."""
+    name = _name(data, name)
+    raw = _read(data, name, None)
+    f = bitstream.parse(raw, name)
     h, w = f.output_size
-    return {
+    d = {
         "format_version": f.version,
         "model_id": f.model_id,
         "quality": f.quality,
@@ -64,11 +86,65 @@ def info(data: bytes, name: str = "input") -> dict:
         "orientation": f.orientation,
         "context": f.context,
         "latent_size": list(f.latent_size),
-        "bytes": len(data),
-        "bpp": bits_per_pixel(len(data), f.width * f.height),
+        "bytes": len(raw),
+        "bpp": bits_per_pixel(len(raw), f.width * f.height),
         "streams": {"hyperprior": len(f.z), "latent": len(f.y_anchor) + len(f.y_rest)},
         "exif_bytes": len(f.exif),
     }
+    if f.wb is not None:
+        d["white_balance"] = [round(v, 6) for v in f.wb]
+        d["cam_to_srgb"] = [[round(v, 6) for v in row] for row in f.cam_to_srgb_rows]
+    return d
+
+
+def find_decoder(f: RbitFile | bitstream.RbitHeader, model: str | Path | None = None, name: str = "input") -> LoadedModel:
+    """The model that decodes `f`: the one given (refused, naming both ids, if another made the
+    file), else the installed model whose id the header carries. Format-1 files carry the legacy
+    id of their model (nets/weights.py); an edited copy of a shipped model does not match it."""
+    if model is not None:
+        loaded = load_model(model)  # a missing or broken model file is its own one-line error
+        if not weights.identify(loaded.path).made(f.model_id, f.version):
+            raise ModelError(
+                f"{name}: made with model {f.model_id}, not with the model given to decode it "
+                f"({loaded.name}, {loaded.model_id})"
+            )
+        return loaded
+    for path in list_models().values():
+        try:
+            ids = weights.identify(path)
+        except ModelError:
+            continue  # a broken file among the installed ones is not this file's model
+        if ids.made(f.model_id, f.version):
+            return load_model(path)
+    raise ModelError(f"{name}: made with model {f.model_id[:12]}…, which is not installed")
+
+
+def _open(data: RbitSource, model, name: str | None, max_pixels: int | None) -> tuple[RbitFile, LoadedModel, str]:
+    name = _name(data, name)
+    f = bitstream.parse(_read(data, name, max_pixels), name, max_pixels)
+    return f, find_decoder(f, model, name), name
+
+
+def _name(data: RbitSource, name: str | None) -> str:
+    if name is not None:
+        return name
+    return os.fspath(data) if isinstance(data, (str, os.PathLike)) else "input"
+
+
+def _read(data: RbitSource, name: str, max_pixels: int | None) -> bytes:
+    if isinstance(data, (str, os.PathLike)):
+        return bitstream.read(data, name, max_pixels)
+    return bytes(data)
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    log = logging.getLogger(logger)
+    before, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = before
 
 
 def bits_per_pixel(n_bytes: int, n_pixels: int) -> float:

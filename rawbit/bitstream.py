@@ -1,22 +1,41 @@
-"""The .rbit container (docs/FORMAT.md): the only module that knows bytes."""
+"""The .rbit container (docs/FORMAT.md): the only module that knows bytes.
+
+Every header field is checked here, before anything is allocated for it: a reader learns from the
+fixed header alone how long the file must be (`parse_header`), so `read` takes the header first and
+then exactly the bytes it announces, and a file longer than that is refused unread.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import BinaryIO
 
 import construct as cs
 
-from .errors import BitstreamError
+from .errors import BitstreamError, InputError
 
 MAGIC = b"RBIT"
-VERSION = 1
+VERSION = 2  # what build() writes by default; parse() reads 1 and 2
 CONTEXT_SCHEDULES = {"checkerboard": 1}
 
-_HEADER = cs.Struct(
+# A decoder refuses images of more pixels than this unless asked for more (api max_pixels): far above
+# any camera (268 MP), yet it keeps a 3 KB file from asking for gigabytes of latent and pixels.
+DEFAULT_MAX_PIXELS = 2**28
+# Colour metadata in range: white-balance gains in (0, MAX_GAIN], matrix entries |v| < MAX_MATRIX.
+MAX_GAIN = 64.0
+MAX_MATRIX = 64.0
+# The streams of a real file are far smaller than this per pixel (rANS codes at most 4 bytes per
+# latent symbol, and no model has more than ~0.75 symbols per pixel); checked before reading them.
+MAX_STREAM_BYTES_PER_PIXEL = 8
+_STREAM_SLACK = 1 << 16
+
+_FIELDS_V1 = (
     "magic" / cs.Const(MAGIC),
     "version" / cs.Int8ub,
-    "model_id" / cs.Bytes(16),  # first 16 bytes of the weights' content hash
+    "model_id" / cs.Bytes(16),  # first 16 bytes of the model's id
     "quality" / cs.Int8ub,  # rate point, 1-based
     "context" / cs.Int8ub,  # context schedule, CONTEXT_SCHEDULES
     "height" / cs.Int32ub,  # sRGB size of the coded crop, before orientation
@@ -31,19 +50,23 @@ _HEADER = cs.Struct(
     "y_length" / cs.Int32ub,  # latent stream (both passes)
     "exif_length" / cs.Int16ub,
 )
-_FILE = cs.Struct(
-    "header" / _HEADER,
-    "exif" / cs.Bytes(cs.this.header.exif_length),
-    "z" / cs.Bytes(cs.this.header.z_length),
-    "y" / cs.Bytes(cs.this.header.y_length),
-    "crc32" / cs.Int32ub,  # of every byte before it
+_FIELDS_COLOUR = (
+    "wb" / cs.Array(4, cs.Float32b),  # white-balance gains R, G1, G2, B (RawMeta.wb)
+    "cam_to_srgb" / cs.Array(9, cs.Float32b),  # camera RGB -> linear sRGB, 3x3 row-major
 )
-HEADER_SIZE = _HEADER.sizeof()
+_HEADERS = {1: cs.Struct(*_FIELDS_V1), 2: cs.Struct(*_FIELDS_V1, *_FIELDS_COLOUR)}
+HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52 and 104 bytes
+HEADER_SIZE = HEADER_SIZES[VERSION]
+CRC_SIZE = 4
 
 
 @dataclass(frozen=True)
 class RbitFile:
-    """A parsed .rbit file: header fields plus the two entropy-coded streams."""
+    """A parsed .rbit file: header fields plus the entropy-coded streams.
+
+    `wb` (4 gains) and `cam_to_srgb` (9 values, the 3x3 matrix row-major) are the photo's colour
+    metadata, as float32 values; format 2 carries them, format 1 files have None.
+    """
 
     model_id: str  # 32 hex digits
     quality: int
@@ -58,17 +81,92 @@ class RbitFile:
     exif: bytes = b""
     context: str = "checkerboard"
     version: int = VERSION
+    wb: tuple[float, ...] | None = None
+    cam_to_srgb: tuple[float, ...] | None = None
 
     @property
     def output_size(self) -> tuple[int, int]:
         """(height, width) of the decoded photo, orientation applied."""
-        return (self.width, self.height) if self.orientation & 4 else (self.height, self.width)
+        return output_size(self.height, self.width, self.orientation)
+
+    @property
+    def cam_to_srgb_rows(self) -> tuple[tuple[float, ...], ...] | None:
+        m = self.cam_to_srgb
+        return None if m is None else (m[0:3], m[3:6], m[6:9])
+
+
+@dataclass(frozen=True)
+class RbitHeader:
+    """The fixed header alone: enough to pick the model and to know how long the file must be."""
+
+    version: int
+    model_id: str
+    quality: int
+    context: str
+    height: int
+    width: int
+    crop: tuple[int, int]
+    orientation: int
+    latent_size: tuple[int, int]
+    z_length: int
+    y_anchor_length: int
+    y_length: int
+    exif_length: int
+    wb: tuple[float, ...] | None
+    cam_to_srgb: tuple[float, ...] | None
+
+    @property
+    def header_size(self) -> int:
+        return HEADER_SIZES[self.version]
+
+    @property
+    def file_size(self) -> int:
+        """The exact size of the file this header announces."""
+        return self.header_size + self.exif_length + self.z_length + self.y_length + CRC_SIZE
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+
+def output_size(height: int, width: int, orientation: int) -> tuple[int, int]:
+    return (width, height) if orientation & 4 else (height, width)
+
+
+def as_float32(values) -> tuple[float, ...]:
+    """Values rounded to float32 exactly as the header stores them (flattened)."""
+    import struct
+
+    flat = [float(v) for row in values for v in (row if hasattr(row, "__iter__") else (row,))]
+    return struct.unpack(f">{len(flat)}f", struct.pack(f">{len(flat)}f", *flat))
+
+
+def colour_problem(wb, cam_to_srgb) -> str | None:
+    """Why colour metadata cannot be stored or trusted, or None when it is in range."""
+    if wb is None and cam_to_srgb is None:
+        return None
+    if wb is None or cam_to_srgb is None or len(wb) != 4 or len(cam_to_srgb) != 9:
+        return "incomplete colour metadata"
+    if not all(math.isfinite(g) and 0.0 < g <= MAX_GAIN for g in wb):
+        return f"white-balance gains out of range (0, {MAX_GAIN:g}]: {_fmt(wb)}"
+    if not all(math.isfinite(v) and abs(v) < MAX_MATRIX for v in cam_to_srgb):
+        return f"colour matrix entries out of range (|v| < {MAX_MATRIX:g}): {_fmt(cam_to_srgb)}"
+    return None
+
+
+def _fmt(values) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
 def build(f: RbitFile) -> bytes:
-    """Serialise; the CRC32 covers header, EXIF and both streams."""
+    """Serialise; the CRC32 covers header, EXIF and both streams.
+
+    Writes the format `f.version` names: 2 (the default) with the colour metadata, which it must
+    then carry; 1, the older layout without it (kept so tests can write format-1 files)."""
+    if f.version not in _HEADERS:
+        raise ValueError(f"cannot write .rbit format {f.version}")
     header = dict(
-        version=VERSION,
+        version=f.version,
         model_id=bytes.fromhex(f.model_id),
         quality=f.quality,
         context=CONTEXT_SCHEDULES[f.context],
@@ -84,43 +182,176 @@ def build(f: RbitFile) -> bytes:
         y_length=len(f.y_anchor) + len(f.y_rest),
         exif_length=len(f.exif),
     )
-    body = _HEADER.build(header) + f.exif + f.z + f.y_anchor + f.y_rest
-    return body + zlib.crc32(body).to_bytes(4, "big")
+    if f.version >= 2:
+        if f.wb is None or f.cam_to_srgb is None:
+            raise ValueError("a format-2 .rbit file carries the photo's wb and cam_to_srgb")
+        header.update(wb=list(f.wb), cam_to_srgb=list(f.cam_to_srgb))
+    body = _HEADERS[f.version].build(header) + f.exif + f.z + f.y_anchor + f.y_rest
+    return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")
 
 
-def parse(data: bytes, name: str = "input") -> RbitFile:
-    """Parse and verify; every way a file can be wrong becomes one BitstreamError."""
+def _damaged(name: str, why: str) -> BitstreamError:
+    return BitstreamError(f"{name}: damaged .rbit file ({why})")
+
+
+def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None) -> RbitHeader:
+    """Parse and check the fixed header at the start of `data` (the rest need not be there).
+
+    Every field is checked against its documented range and against the others: no later step
+    allocates or decodes anything on the word of an unchecked field. `max_pixels` (None: no limit)
+    refuses images larger than a decoder is willing to allocate for.
+    """
     if len(data) < 4 or data[:4] != MAGIC:
         raise BitstreamError(f"{name}: not a .rbit file")
-    if len(data) < HEADER_SIZE + 4:
+    if len(data) < 5:
         raise BitstreamError(f"{name}: truncated .rbit file")
-    if data[4] > VERSION:
-        raise BitstreamError(f"{name}: made by a newer rawbit (format {data[4]}); please upgrade")
-    try:
-        p = _FILE.parse(data)
-    except cs.ConstructError as e:
-        raise BitstreamError(f"{name}: truncated .rbit file") from e
-    h = p.header
-    end = HEADER_SIZE + h.exif_length + h.z_length + h.y_length
-    if len(data) > end + 4:
-        raise BitstreamError(f"{name}: unexpected bytes after the end of the .rbit data")
-    if zlib.crc32(data[:end]) != p.crc32:
-        raise BitstreamError(f"{name}: damaged .rbit file (checksum mismatch)")
+    version = data[4]
+    if version == 0:
+        raise _damaged(name, "format version 0")
+    if version > VERSION:
+        raise BitstreamError(f"{name}: made by a newer rawbit (format {version}); please upgrade")
+    size = HEADER_SIZES[version]
+    if len(data) < size:
+        raise BitstreamError(f"{name}: truncated .rbit file")
+    h = _HEADERS[version].parse(data[:size])
     contexts = {v: k for k, v in CONTEXT_SCHEDULES.items()}
-    if h.context not in contexts or h.y_anchor_length > h.y_length:
-        raise BitstreamError(f"{name}: damaged .rbit file (bad header)")
-    return RbitFile(
+    if h.context not in contexts:
+        raise _damaged(name, f"unknown context schedule {h.context}")
+    if h.quality < 1:
+        raise _damaged(name, "rate point 0; rate points start at 1")
+    if h.height < 1 or h.width < 1:
+        raise _damaged(name, f"image size {h.width}×{h.height}")
+    if h.crop_top > 1 or h.crop_left > 1:
+        raise _damaged(name, f"crop ({h.crop_top}, {h.crop_left}), at most 1")
+    if h.orientation > 7:
+        raise _damaged(name, f"orientation {h.orientation}, not 0..7")
+    lh, lw = h.latent_height, h.latent_width
+    # y is coded in two checkerboard halves over z at 1/4 of its size: both sides multiples of 4.
+    if lh < 4 or lw < 4 or lh % 4 or lw % 4:
+        raise _damaged(name, f"latent size {lh}×{lw}")
+    # Whatever the model's stride (a power of two), the latent covers the image with less than one
+    # 4-latent block of padding: sizes that contradict each other are refused before any model.
+    if not any(_latent_fits(h.height, h.width, lh, lw, s) for s in (8, 16, 32, 64)):
+        raise _damaged(name, f"latent size {lh}×{lw} does not match the image size {h.width}×{h.height}")
+    if h.y_anchor_length > h.y_length:
+        raise _damaged(name, "anchor stream longer than the latent stream")
+    pixels = h.height * h.width
+    if h.z_length + h.y_length > MAX_STREAM_BYTES_PER_PIXEL * pixels + _STREAM_SLACK:
+        raise _damaged(name, f"{h.z_length + h.y_length} bytes of streams for {pixels} pixels")
+    wb = cam_to_srgb = None
+    if version >= 2:
+        wb, cam_to_srgb = tuple(h.wb), tuple(h.cam_to_srgb)
+        problem = colour_problem(wb, cam_to_srgb)
+        if problem:
+            raise _damaged(name, problem)
+    if max_pixels is not None and pixels > max_pixels:
+        raise BitstreamError(
+            f"{name}: a {h.width}×{h.height} image ({pixels} pixels) is over the decoder's limit of "
+            f"{max_pixels} pixels (the limit can be raised for a photo this large)"
+        )
+    return RbitHeader(
+        version=version,
         model_id=h.model_id.hex(),
         quality=h.quality,
+        context=contexts[h.context],
         height=h.height,
         width=h.width,
         crop=(h.crop_top, h.crop_left),
         orientation=h.orientation,
-        latent_size=(h.latent_height, h.latent_width),
-        z=p.z,
-        y_anchor=p.y[: h.y_anchor_length],
-        y_rest=p.y[h.y_anchor_length :],
-        exif=p.exif,
-        context=contexts[h.context],
-        version=h.version,
+        latent_size=(lh, lw),
+        z_length=h.z_length,
+        y_anchor_length=h.y_anchor_length,
+        y_length=h.y_length,
+        exif_length=h.exif_length,
+        wb=wb,
+        cam_to_srgb=cam_to_srgb,
     )
+
+
+def _latent_fits(height: int, width: int, lh: int, lw: int, stride: int) -> bool:
+    m = 4 * stride  # the input multiple: images are padded to it
+    return lh * stride == -(-height // m) * m and lw * stride == -(-width // m) * m
+
+
+def parse(data: bytes, name: str = "input", max_pixels: int | None = None) -> RbitFile:
+    """Parse and verify a whole file; every way it can be wrong becomes one BitstreamError."""
+    h = parse_header(data, name, max_pixels)
+    end = h.file_size - CRC_SIZE
+    if len(data) < h.file_size:
+        raise BitstreamError(f"{name}: truncated .rbit file")
+    if len(data) > h.file_size:
+        raise _too_long(name, h)
+    if zlib.crc32(memoryview(data)[:end]) != int.from_bytes(data[end:], "big"):
+        raise _damaged(name, "checksum mismatch")
+    at = h.header_size
+    exif = bytes(data[at : at + h.exif_length])
+    at += h.exif_length
+    z = bytes(data[at : at + h.z_length])
+    at += h.z_length
+    y_anchor = bytes(data[at : at + h.y_anchor_length])
+    y_rest = bytes(data[at + h.y_anchor_length : end])
+    shared = {f.name for f in fields(RbitFile)} & {f.name for f in fields(RbitHeader)}
+    return RbitFile(z=z, y_anchor=y_anchor, y_rest=y_rest, exif=exif, **{k: getattr(h, k) for k in shared})
+
+
+def read(path: str | os.PathLike, name: str | None = None, max_pixels: int | None = None) -> bytes:
+    """The bytes of a .rbit file, read header first: its fields are checked before the rest is read,
+    and then exactly the bytes it announces are; a file longer than that is refused unread.
+
+    Memory stays that of the announced file, whatever the size of what `path` holds."""
+    name = str(path) if name is None else name
+    try:
+        with open(path, "rb") as fh:
+            return read_from(fh, name, max_pixels)
+    except FileNotFoundError as e:
+        raise InputError(f"{name}: no such file") from e
+    except IsADirectoryError as e:
+        raise InputError(f"{name}: is a folder, not a .rbit file") from e
+    except OSError as e:
+        raise InputError(f"{name}: cannot read ({e.strerror or e})") from e
+
+
+def read_from(fh: BinaryIO, name: str = "input", max_pixels: int | None = None) -> bytes:
+    """`read` on an open binary file: header first, then exactly the rest it announces."""
+    head = _read_exactly(fh, 5)
+    size = HEADER_SIZES.get(head[4], 5) if len(head) == 5 and head[:4] == MAGIC else 5
+    head += _read_exactly(fh, size - len(head))
+    h = parse_header(head, name, max_pixels)  # refuses before anything else is read
+    rest = _read_exactly(fh, h.file_size - len(head) + 1)  # one byte more: is there more?
+    if len(head) + len(rest) > h.file_size:
+        raise _too_long(name, h)
+    if len(head) + len(rest) < h.file_size:
+        raise BitstreamError(f"{name}: truncated .rbit file")
+    return head + rest
+
+
+def _too_long(name: str, h: RbitHeader) -> BitstreamError:
+    return BitstreamError(f"{name}: longer than its header says ({h.file_size} bytes): not one .rbit file")
+
+
+def _read_exactly(fh: BinaryIO, n: int) -> bytes:
+    """Up to n bytes (fewer only at the end of the file)."""
+    chunks, left = [], n
+    while left > 0:
+        b = fh.read(min(left, 1 << 24))
+        if not b:
+            break
+        chunks.append(b)
+        left -= len(b)
+    return b"".join(chunks)
+
+
+def rewrite_header(data: bytes, **fields) -> bytes:
+    """A copy of a whole .rbit file with header fields changed and the CRC32 made valid again.
+
+    For tools and tests (fuzzing): anyone can write a valid CRC, so a reader must check every field
+    on its own. Field names are the construct names of docs/FORMAT.md (e.g. height=0, version=1,
+    wb=[...]); the streams and lengths are kept unless a field says otherwise."""
+    version = fields.get("version", data[4])
+    size = HEADER_SIZES[data[4]]
+    header = dict(_HEADERS[data[4]].parse(data[:size]))
+    header.pop("_io", None)
+    header.update(fields)
+    layout = _HEADERS.get(version, _HEADERS[data[4]])  # an unknown version keeps the old layout
+    body = layout.build(header) + data[size:-CRC_SIZE]
+    return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")

@@ -1,21 +1,28 @@
-"""The `rawbit` command: thin Click commands over rawbit.api; errors become exit codes only here."""
+"""The `rawbit` command: thin Click commands over rawbit.api; errors become exit codes only here.
+
+Nothing heavy (torch, compressai) is imported until a command runs: `rawbit --help` stays instant.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from .api import DEFAULT_QUALITY
-from .errors import RawbitError
+from .errors import OutputExistsError, RawbitError
+
+# api.DEFAULT_QUALITY, written out so that --help need not import torch (a test keeps them equal).
+DEFAULT_QUALITY = 6
 
 EPILOG_ENCODE = """\b
 Examples:
   rawbit encode photo.NEF                      # writes photo.rbit beside it
   rawbit encode photo.NEF -o out/photo.rbit --quality 6
-  rawbit encode shoot/*.CR2 -o compressed/     # a batch into a folder
+  rawbit encode shoot/*.CR2 -o compressed/     # a batch into a folder (created if missing)
 """
 EPILOG_DECODE = """\b
 Examples:
@@ -25,8 +32,57 @@ Examples:
 """
 
 
+def print_error(message: object) -> None:
+    """The one `Error: …` line on stderr, written above a progress bar rather than through it."""
+    from tqdm import tqdm
+
+    tqdm.write(f"Error: {message}", file=sys.stderr)
+
+
+class _Failed(click.ClickException):
+    """A RawbitError on its way out: Click shows it and exits with code 1."""
+
+    def show(self, file=None) -> None:  # noqa: ARG002 - Click's API
+        print_error(self.message)
+
+
+class Command(click.Command):
+    """Every rawbit command. The one place where errors become exit codes: a RawbitError is one
+    `Error: …` line and exit 1, Ctrl-C one line and exit 130; anything else is a bug and keeps its
+    traceback. (Usage errors stay Click's: exit 2.)"""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RawbitError as e:
+            raise _Failed(str(e)) from e
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            raise click.exceptions.Exit(130) from None
+
+
+class _Group(click.Group):
+    """The `rawbit` group; train, synth and bench are imported only when asked for."""
+
+    command_class = Command
+    _lazy = {
+        "train": ("rawbit.train.cli", "train"),
+        "synth": ("rawbit.data.synth_cli", "synth"),
+        "bench": ("rawbit.bench.cli", "bench"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self._lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self._lazy and name not in self.commands:
+            module, attr = self._lazy[name]
+            self.add_command(getattr(importlib.import_module(module), attr))
+        return super().get_command(ctx, name)
+
+
 class Report:
-    """Counts a batch's outcomes and owns the exit code: a batch goes on past a bad file."""
+    """Counts a batch's outcomes and owns its exit code: a batch goes on past a bad file."""
 
     def __init__(self) -> None:
         self.done, self.failed = 0, 0
@@ -34,46 +90,101 @@ class Report:
     def ok(self) -> None:
         self.done += 1
 
-    def fail(self, err: Exception) -> None:
-        from tqdm import tqdm
-
+    def fail(self, src: Path, dst: Path, err: RawbitError) -> None:
         self.failed += 1
-        tqdm.write(f"Error: {err}", file=sys.stderr)  # above the progress bar, not through it
+        message = str(err)
+        if not (str(src) in message or str(dst) in message):
+            message = f"{src}: {message}"  # a batch's errors name their file
+        if isinstance(err, OutputExistsError):
+            message += " (use --force to overwrite)"
+        print_error(message)
 
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
 
 
-def _outputs(inputs: tuple[Path, ...], out: Path | None, suffix: str) -> list[Path]:
-    """One output per input: beside it by default, OUT itself for one input, OUT/<name> for a folder."""
+def _plan(inputs: tuple[Path, ...], output: str | None, suffix: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs, refused as a whole before anything is written when two inputs would
+    write one output, or an output would replace an input: --force replaces old outputs, never
+    photos or files being read. An output folder is created once the plan holds."""
+    out = Path(output) if output else None
+    folder = out is not None and _is_folder(inputs, output)
+    if folder and out.exists() and not out.is_dir():
+        raise RawbitError(f"{out}: is a file, not a folder (several inputs need a folder)")
     if out is None:
-        return [p.with_suffix(suffix) for p in inputs]
-    if len(inputs) > 1 or out.is_dir() or str(out).endswith(("/", "\\")):
-        if not out.is_dir():
-            raise RawbitError(f"{out}: no such directory (several inputs need an existing folder)")
-        return [out / p.with_suffix(suffix).name for p in inputs]
-    return [out]
+        outputs = [p.with_suffix(suffix) for p in inputs]  # beside each input
+    else:
+        outputs = [out / p.with_suffix(suffix).name for p in inputs] if folder else [out]
+    pairs = list(zip(inputs, outputs))
+    _refuse_collisions(pairs)
+    _refuse_overwriting_inputs(pairs)
+    if folder:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RawbitError(f"{out}: cannot create the folder ({e.strerror or e})") from e
+    return pairs
 
 
-def _run_batch(inputs, outputs, work, desc: str) -> int:
+def _is_folder(inputs: tuple[Path, ...], output: str) -> bool:
+    """OUT is a folder for several inputs, for an existing folder, and for a name ending in '/'
+    (as typed: a Path would drop the slash)."""
+    return len(inputs) > 1 or os.path.isdir(output) or output.endswith(("/", os.sep))
+
+
+def _refuse_collisions(pairs: list[tuple[Path, Path]]) -> None:
+    seen: dict[str, Path] = {}
+    for src, dst in pairs:
+        key = os.path.normcase(os.path.abspath(dst))
+        if key in seen:
+            raise RawbitError(f"{seen[key]} and {src} would both be written to {dst}; "
+                              "nothing was written (give them separate output folders)")  # fmt: skip
+        seen[key] = src
+
+
+def _refuse_overwriting_inputs(pairs: list[tuple[Path, Path]]) -> None:
+    """By path, and by inode: the same file under another name (a hard link, a symlink) counts."""
+    inputs: dict[object, Path] = {}
+    for src, _ in pairs:
+        inputs[os.path.realpath(src)] = src
+        key = _stat_key(src)
+        if key is not None:  # a missing or unreadable input fails on its own, in the batch
+            inputs[key] = src
+    for _, dst in pairs:
+        src = inputs.get(os.path.realpath(dst)) or inputs.get(_stat_key(dst))
+        if src is not None:
+            raise RawbitError(f"{dst}: would replace the input {src}; choose another output "
+                              "(--force never overwrites an input)")  # fmt: skip
+
+
+def _stat_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _run_batch(pairs: list[tuple[Path, Path]], work, desc: str) -> None:
+    """Run work(src, dst) on every pair; a RawbitError fails that file only. Exits 1 if any failed."""
     from tqdm import tqdm
 
     report = Report()
-    show = len(inputs) > 1  # a bar only for batches, and only on a terminal (None: tqdm checks)
-    for src, dst in tqdm(list(zip(inputs, outputs)), desc=desc, unit="file", file=sys.stderr,
-                         disable=None if show else True, leave=False):  # fmt: skip
+    show = len(pairs) > 1  # a bar only for batches, and only on a terminal (None: tqdm checks)
+    for src, dst in tqdm(pairs, desc=desc, unit="file", file=sys.stderr, disable=None if show else True,
+                         leave=False):  # fmt: skip
         try:
             work(src, dst)
             report.ok()
         except RawbitError as e:
-            report.fail(e)
+            report.fail(src, dst, e)
     if show:
         click.echo(f"{desc}: {report.done} done, {report.failed} failed", err=True)
-    return report.exit_code
+    click.get_current_context().exit(report.exit_code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rawbit")
 def main() -> None:
     """rawbit: camera RAW photos to compact .rbit files and back, through one learned network (RBN).
@@ -88,31 +199,32 @@ def main() -> None:
 
 @main.command(epilog=EPILOG_ENCODE)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one input) or folder.")
+@click.option("-o", "--output", type=click.Path(), help="Output file (one input) or folder.")
 @click.option("-q", "--quality", default=DEFAULT_QUALITY, show_default=True, type=click.IntRange(1, 255),
               help="Rate point: 1 smallest file, up to the model's best (11 for the default model).")
 @click.option("--model", default="default", show_default=True, help="Model name or .safetensors path.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs (never an input).")
 def encode(inputs, output, quality, model, device, force) -> None:
     """Compress RAW photos (DNG, NEF, CR2, ARW, ...) to .rbit files."""
     from . import api
-    from .files import check_writable, write_atomic
+    from .files import check_readable, check_writable, write_atomic
 
     def work(src: Path, dst: Path) -> None:
         check_writable(dst, force)
+        check_readable(src)
         write_atomic(dst, api.encode(src, model=model, quality=quality, device=device), force)
 
-    sys.exit(_run_batch(inputs, _guard(_outputs, inputs, output, ".rbit"), work, "encode"))
+    _run_batch(_plan(inputs, output, ".rbit"), work, "encode")
 
 
 @main.command(epilog=EPILOG_DECODE)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output PNG (one input) or folder.")
+@click.option("-o", "--output", type=click.Path(), help="Output PNG (one input) or folder.")
 @click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True, help="PNG bit depth.")
 @click.option("--model", default=None, help="Weights to decode with, if not installed (.safetensors).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs (never an input).")
 def decode(inputs, output, bits, model, device, force) -> None:
     """Decode .rbit files to PNG (orientation applied)."""
     from . import api
@@ -123,7 +235,7 @@ def decode(inputs, output, bits, model, device, force) -> None:
         png = api.decode_png(read_input(src), model=model, device=device, bits=int(bits), name=str(src))
         write_atomic(dst, png, force)
 
-    sys.exit(_run_batch(inputs, _guard(_outputs, inputs, output, ".png"), work, "decode"))
+    _run_batch(_plan(inputs, output, ".png"), work, "decode")
 
 
 @main.command()
@@ -139,30 +251,9 @@ def info(file, as_json) -> None:
     from . import api
     from .files import read_input
 
-    d = _guard(lambda: api.info(read_input(file), str(file)))
+    d = api.info(read_input(file), str(file))
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
     for k, v in d.items():
         click.echo(f"{k:15} {v}")
-
-
-def _guard(fn, *args):
-    """Run fn; a RawbitError becomes one 'Error: ...' line and exit code 1."""
-    try:
-        return fn(*args)
-    except RawbitError as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(1)
-
-
-def _register_optional_commands() -> None:
-    from .bench.cli import bench
-    from .data.synth_cli import synth
-    from .train.cli import train
-
-    for cmd in (train, synth, bench):
-        main.add_command(cmd)
-
-
-_register_optional_commands()

@@ -18,7 +18,11 @@ class ModelError(RawbitError):
 
 
 class OutputError(RawbitError):
-    """An output cannot be written (exists without --force, missing directory...)."""
+    """An output cannot be written (missing folder, permissions, full disk...)."""
+
+
+class OutputExistsError(OutputError):
+    """The output is already there, and overwriting was not asked for."""
 
 
 class InputError(RawbitError):

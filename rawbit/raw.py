@@ -138,36 +138,70 @@ def bayer_crop(raw: rawpy.RawPy, path: str | Path) -> tuple[str, tuple[int, int]
 
 
 def _cam_to_srgb(raw: rawpy.RawPy) -> np.ndarray:
-    """Camera RGB -> linear sRGB as LibRaw uses it: from LibRaw's camera table (cam_xyz_coeff), else
-    the file's own matrix (DNG ColorMatrix), else identity."""
+    """Camera RGB -> linear sRGB as LibRaw uses it (its rgb_cam): from LibRaw's camera table
+    (cam_xyz_coeff), else the file's own matrix (DNG ColorMatrix), else what LibRaw applies."""
     cam_xyz = np.asarray(raw.rgb_xyz_matrix, dtype=np.float64)[:3]
     if np.any(cam_xyz):
         cam_rgb = cam_xyz @ _XYZ_RGB
         cam_rgb = cam_rgb / cam_rgb.sum(axis=1, keepdims=True)
         return np.linalg.pinv(cam_rgb)
     file_matrix = np.asarray(raw.color_matrix, dtype=np.float64)[:3, :3]
-    return file_matrix if np.any(file_matrix) else np.eye(3)
+    return file_matrix if np.any(file_matrix) else _measured_rgb_cam(raw)
 
 
-def _white_balance(raw: rawpy.RawPy, planes: list[np.ndarray]) -> np.ndarray:
-    """White balance gains for R, G, B as the reference rendering applies them (smallest = 1).
+def _measured_rgb_cam(raw: rawpy.RawPy) -> np.ndarray:
+    """LibRaw's rgb_cam where rawpy does not expose it (e.g. Kodak DC50: a matrix set inside
+    LibRaw's loader, neither table nor file matrix): the exact linear map between its camera-RGB
+    and sRGB renderings, fitted on unclipped pixels of a half-size pass (no demosaic, ~0.1 s)."""
+    kw = dict(use_camera_wb=True, no_auto_bright=True, adjust_maximum_thr=0.0, user_flip=0,
+              half_size=True, gamma=(1, 1), output_bps=16)  # fmt: skip
+    cam = raw.postprocess(output_color=rawpy.ColorSpace.raw, **kw).reshape(-1, 3).astype(np.float64)
+    srgb = raw.postprocess(**kw).reshape(-1, 3).astype(np.float64)
+    ok = (cam < 60000).all(1) & (srgb < 65000).all(1) & (srgb > 200).all(1)
+    if ok.sum() < 100:
+        return np.eye(3)
+    # LibRaw truncates to integers: +0.5 centres the target so the fit is not biased low.
+    m = np.linalg.lstsq(cam[ok], srgb[ok] + 0.5, rcond=None)[0].T
+    return m if np.all(np.isfinite(m)) else np.eye(3)
 
-    LibRaw's use_camera_wb takes the as-shot multipliers; where a file has none (cam_mul[0] = -1)
-    it falls back to automatic grey-world balance, which is mirrored here over unclipped pixels.
+
+def _white_balance(raw: rawpy.RawPy, mosaic: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """Gains per LibRaw colour (R, G, B, G2) as the reference rendering applies them, smallest = 1.
+
+    LibRaw's use_camera_wb takes the as-shot multipliers (a missing G2 = G); where a file has none
+    (cam_mul[0] = -1) it balances automatically, mirrored here exactly: per-colour means over 8x8
+    blocks of the visible mosaic, skipping any block with a pixel within 25 of the white level.
+    mosaic: raw_image_visible (not black-subtracted); colors: raw_colors_visible.
     """
-    cam = np.asarray(raw.camera_whitebalance[:3], dtype=np.float64)
-    if np.all(cam > 0):
-        return cam / cam.min()
+    cam = np.asarray(raw.camera_whitebalance, dtype=np.float64)
     if cam[0] == -1:
-        r, g1, g2, b = planes
-        ok = (r < 0.98) & (g1 < 0.98) & (g2 < 0.98) & (b < 0.98)
-        if ok.any():
-            means = np.array([r[ok].mean(), 0.5 * (g1[ok].mean() + g2[ok].mean()), b[ok].mean()])
-            if np.all(means > 0):
-                gains = means.max() / means
-                return gains / gains.min()
-    day = np.asarray(raw.daylight_whitebalance[:3], dtype=np.float64)
-    return day / day.min() if np.all(day > 0) else np.ones(3)
+        mul = _auto_white_balance(raw, mosaic, colors)
+    elif np.all(cam[:3] > 0):
+        mul = cam.copy()
+    else:
+        mul = np.asarray(raw.daylight_whitebalance, dtype=np.float64)
+        if not np.all(mul[:3] > 0):
+            mul = np.ones(4)
+    if mul[3] <= 0:
+        mul[3] = mul[1]
+    return mul / mul.min()
+
+
+def _auto_white_balance(raw: rawpy.RawPy, mosaic: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    h, w = mosaic.shape[0] // 8 * 8, mosaic.shape[1] // 8 * 8
+    blacks = np.asarray(raw.black_level_per_channel, dtype=np.float64)
+    vals, cols = mosaic.astype(np.float64), colors
+    # LibRaw also sums the ragged last row/column of blocks; whole blocks differ by < 0.1 %.
+    hot = (vals[:h, :w] > raw.white_level - 25).reshape(h // 8, 8, w // 8, 8).any(axis=(1, 3))
+    keep = np.repeat(np.repeat(~hot, 8, 0), 8, 1)
+    sums, counts = np.zeros(4), np.zeros(4)
+    for c in range(4):
+        sel = keep & (cols[:h, :w] == c)
+        sums[c] = np.clip(vals[:h, :w][sel] - blacks[c], 0, None).sum()
+        counts[c] = sel.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mul = np.where(sums > 0, counts / np.maximum(sums, 1e-12), 0.0)
+    return mul if np.all(mul[:3] > 0) else np.ones(4)
 
 
 def read_raw(path: str | Path) -> RawImage:
@@ -185,14 +219,15 @@ def read_raw(path: str | Path) -> RawImage:
             plane = (mosaic[dy::2, dx::2] - black) / max(white - black, 1.0)
             planes.append(np.clip(plane, 0.0, 1.0))
             blacks.append(float(black))
-        wb = _white_balance(raw, planes)
+        mul = _white_balance(raw, raw.raw_image_visible, raw.raw_colors_visible)
+        wb = [float(mul[colors[dy, dx]]) for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1))]
         meta = RawMeta(
             make=make,
             model=model,
             cfa=cfa,
             black=tuple(blacks),
             white=white,
-            wb=(wb[0], wb[1], wb[1], wb[2]),
+            wb=tuple(wb),
             cam_to_srgb=tuple(tuple(float(v) for v in row) for row in _cam_to_srgb(raw)),
             orientation=int(raw.sizes.flip),
         )

@@ -23,15 +23,20 @@ RENDER_SETTINGS = dict(
 )
 
 
-def reference_rendering(path: str | Path, oriented: bool = False) -> np.ndarray:
+def reference_rendering(
+    path: str | Path, oriented: bool = False, mosaic: np.ndarray | None = None
+) -> np.ndarray:
     """(H, W, 3) uint8 sRGB, cropped exactly like `read_raw` crops the packed RAW; with
-    `oriented`, turned by the file's flip code as decode turns its output."""
+    `oriented`, turned by the file's flip code as decode turns its output. `mosaic` replaces the
+    file's visible sensor data (same shape, e.g. after lossy coding) before LibRaw renders it."""
     import rawpy
 
     settings = dict(RENDER_SETTINGS, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD)
     with open_raw(path) as raw:
         _, (top, left), (h, w) = bayer_crop(raw, path)
         flip = int(raw.sizes.flip)  # before postprocess: user_flip=0 resets it
+        if mosaic is not None:
+            raw.raw_image_visible[...] = mosaic  # a view of LibRaw's own buffer
         rgb = raw.postprocess(**settings)
     if rgb.shape[0] < top + h or rgb.shape[1] < left + w:
         raise AssertionError(f"LibRaw rendered {rgb.shape[:2]} for a {h}x{w} visible area")

@@ -88,7 +88,7 @@ def write_test_dng(path: Path, height: int = 256, width: int = 384, cfa: str = "
         img = np.stack([0.2 + 0.6 * xx, 0.3 + 0.5 * yy, 0.6 - 0.4 * xx * yy], -1)
         img = img + 0.05 * rng.standard_normal(img.shape)
     img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
-    synthesize_dng(img, path, seed=seed, noise=False, cfa=cfa)
+    synthesize_dng(img, path, seed=seed, noise=False, blur=False, cfa=cfa)
     if orientation != 1:
         _set_orientation(path, orientation)
     return path

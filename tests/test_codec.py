@@ -121,3 +121,306 @@ def test_probability_path_in_parallel_bands_computes_what_the_whole_latent_does(
     for a, b in zip(whole, banded):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
     assert "forward" not in vars(codec.context_prediction) and torch.equal(after, whole[0])
+
+
+# --- decoding refuses, never crashes: every error one line, naming the file, no CLI flags ----------
+
+from rawbit import codec  # noqa: E402
+from rawbit.errors import BitstreamError, ModelError, RawbitError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tiny_weights, tmp_path_factory) -> bytes:
+    dng = write_test_dng(tmp_path_factory.mktemp("decode") / "small.dng", height=64, width=96, seed=1)
+    return api.encode(dng, model=tiny_weights, quality=1, device="cpu")
+
+
+def _refused(data: bytes, model, match: str, **kw) -> str:
+    with pytest.raises(RawbitError) as e:
+        api.decode(data, model=model, device="cpu", name="photo.rbit", **kw)
+    msg = str(e.value)
+    assert msg.startswith("photo.rbit: ") and "\n" not in msg and "--" not in msg, msg
+    assert match in msg, msg
+    return msg
+
+
+def test_encoded_files_are_format_2_with_the_photos_colour(tiny_file, tiny_weights):
+    from rawbit.raw import read_raw
+
+    f = bitstream.parse(tiny_file)
+    assert f.version == bitstream.VERSION == 2 and len(f.wb) == 4 and len(f.cam_to_srgb) == 9
+    assert f.wb[1] == 1.0  # gains as LibRaw gives them, smallest 1
+    assert api.info(tiny_file)["white_balance"] == pytest.approx(list(f.wb), abs=1e-5)
+    meta = read_raw(SAMPLE_DNG).meta
+    data = api.encode(SAMPLE_DNG, model=tiny_weights, quality=1, device="cpu")
+    g = bitstream.parse(data)
+    assert g.wb == pytest.approx(meta.wb, rel=1e-6)
+    assert g.cam_to_srgb == pytest.approx([v for row in meta.cam_to_srgb for v in row], rel=1e-6, abs=1e-7)
+
+
+def test_quality_byte_out_of_range_is_a_damaged_file(tiny_file, tiny_weights):
+    n = len(api.model_qualities(tiny_weights))
+    bad = bitstream.rewrite_header(tiny_file, quality=n + 1)
+    msg = _refused(bad, tiny_weights, "damaged")
+    assert msg == f"photo.rbit: damaged .rbit file (rate point {n + 1}, this model has 1..{n})"
+    _refused(bitstream.rewrite_header(tiny_file, quality=0), tiny_weights, "damaged .rbit file (rate point 0")
+
+
+def test_format_version_0_is_a_damaged_file(tiny_file, tiny_weights):
+    bad = bytearray(tiny_file)
+    bad[4] = 0
+    msg = _refused(bytes(bad), tiny_weights, "damaged")
+    assert msg == "photo.rbit: damaged .rbit file (format version 0)"
+
+
+def test_latent_size_of_another_stride_is_a_damaged_file(tiny_file, tiny_weights):
+    f = bitstream.parse(tiny_file)
+    # 64x96 at stride 16 (the tiny model's is 32): consistent for the container, not for this model.
+    bad = bitstream.rewrite_header(tiny_file, latent_height=4, latent_width=8)
+    assert f.latent_size != (4, 8)
+    _refused(bad, tiny_weights, "this model codes it as")
+
+
+@pytest.mark.parametrize("streams", [
+    dict(y_anchor=b""), dict(y_rest=b""), dict(z=b""), dict(z=b"", y_anchor=b"", y_rest=b""),
+    "anchor-4", "z-into-anchor", "swap", "extra-word",
+], ids=str)  # fmt: skip
+def test_empty_and_resplit_streams_are_damaged_streams(tiny_file, tiny_weights, streams):
+    import dataclasses
+
+    f = bitstream.parse(tiny_file)
+    y = f.y_anchor + f.y_rest
+    kw = streams if isinstance(streams, dict) else {
+        "anchor-4": dict(y_anchor=y[:4], y_rest=y[4:]),
+        "z-into-anchor": dict(z=f.z[:-4], y_anchor=f.z[-4:] + f.y_anchor),
+        "swap": dict(y_anchor=f.y_rest, y_rest=f.y_anchor),
+        "extra-word": dict(y_rest=f.y_rest + b"\0\0\0\0"),
+    }[streams]
+    bad = bitstream.build(dataclasses.replace(f, **kw))
+    _refused(bad, tiny_weights, "damaged .rbit stream")
+
+
+def test_the_rans_guard_checks_streams_before_and_after_decoding(tiny_weights):
+    from rawbit.nets.registry import load_model
+
+    gc = load_model(tiny_weights).model.latent_codec["y"]["y"].gaussian_conditional
+    tables = gc._quantized_cdf.tolist(), gc._cdf_length.tolist(), gc._offset.tolist()
+    rng = np.random.default_rng(0)
+    symbols = rng.integers(-3, 4, 500).tolist()
+    indexes = rng.integers(0, len(tables[0]), 500).tolist()
+    coder = gc.entropy_coder
+    stream = coder.encode_with_indexes(symbols, indexes, *tables)
+    assert codec.rans_decode(coder, stream, indexes, *tables) == symbols
+    for bad, why in [(b"", "shortest"), (stream[:4], "shortest"), (stream[:-1], "whole 32-bit words"),
+                     (stream * 40, "at most 4 bytes a symbol"), (stream + bytes(4), "not consumed exactly"),
+                     (stream[:-4], "not consumed exactly"), (b"\xff" * len(stream), "")]:  # fmt: skip
+        with pytest.raises(codec.StreamError, match=why or None):
+            codec.rans_decode(coder, bad, indexes, *tables)
+
+
+def test_a_stream_that_decodes_to_non_finite_values_is_a_damaged_stream(tiny_file, tiny_weights):
+    """A valid rANS stream whose latent holds a value far past anything an encoder produces: the
+    synthesis overflows; the decoder says so instead of writing NaN pixels into a PNG."""
+    from rawbit.nets.registry import load_model
+
+    f = bitstream.parse(tiny_file)
+    model = load_model(tiny_weights).model
+    y = torch.zeros(1, model.config.latent_channels, *f.latent_size)
+    y[0, :4, 1:3, 1:3] = 1e5
+    with torch.inference_mode(), codec._probability_path(model):
+        (anchor, rest, z), _ = model.compress_latent(y, 0)
+    import dataclasses
+
+    bad = bitstream.build(dataclasses.replace(f, y_anchor=anchor, y_rest=rest, z=z))
+    _refused(bad, tiny_weights, "damaged .rbit stream (the decoder's output is not finite)")
+
+
+def test_non_finite_synthesis_is_caught_whatever_the_model(tiny_file, tiny_weights, monkeypatch):
+    from rawbit.nets import RBN
+
+    monkeypatch.setattr(RBN, "synthesize", lambda self, y, *a, **k: torch.full((1, 3, y.shape[2] * 32, y.shape[3] * 32), float("nan")))
+    _refused(tiny_file, tiny_weights, "damaged .rbit stream (the decoder's output is not finite)")
+
+
+def test_pixel_limit_is_checked_before_decoding(tiny_file, tiny_weights):
+    _refused(tiny_file, tiny_weights, "over the decoder's limit of 1000 pixels", max_pixels=1000)
+    assert api.decode(tiny_file, model=tiny_weights, device="cpu", max_pixels=None).shape == (64, 96, 3)
+    assert bitstream.DEFAULT_MAX_PIXELS == api.DEFAULT_MAX_PIXELS == 2**28
+
+
+def test_colour_metadata_reaches_the_synthesis_transform(tiny_file, tiny_weights, monkeypatch):
+    from rawbit.nets import RBN
+
+    seen = []
+    original = RBN.synthesize
+
+    def spy(self, y_hat, *args, **kwargs):
+        seen.append(kwargs)
+        return original(self, y_hat, *args, **kwargs)
+
+    monkeypatch.setattr(RBN, "synthesize", spy)
+    api.decode(tiny_file, model=tiny_weights, device="cpu")
+    f = bitstream.parse(tiny_file)
+    wb, ccm = seen[0]["wb"], seen[0]["cam_to_srgb"]
+    assert wb.shape == (1, 4) and ccm.shape == (1, 3, 3) and wb.dtype == ccm.dtype == torch.float32
+    assert wb[0].tolist() == list(f.wb) and ccm.flatten().tolist() == list(f.cam_to_srgb)
+
+
+def test_format_1_files_decode_like_format_2_and_need_no_colour(tiny_file, tiny_weights, monkeypatch):
+    import dataclasses
+
+    from rawbit.nets import RBN
+
+    f = bitstream.parse(tiny_file)
+    v1 = bitstream.build(dataclasses.replace(f, version=1, wb=None, cam_to_srgb=None))
+    assert v1[4] == 1
+    assert np.array_equal(api.decode(v1, model=tiny_weights, device="cpu"),
+                          api.decode(tiny_file, model=tiny_weights, device="cpu"))  # fmt: skip
+    monkeypatch.setattr(RBN, "needs_colour", property(lambda self: True), raising=False)
+    _refused(v1, tiny_weights, "needs the photo's colour metadata")
+
+
+def test_shipped_format_1_file_still_decodes():
+    """tests/data/sample-v1.rbit: examples/sample.dng at rate point 1, written by the format-1 code
+    and the shipped model under its legacy id. It decodes, found by that id, to the photo."""
+    from pathlib import Path
+
+    from rawbit.nets.registry import DEFAULT_MODEL, list_models
+
+    fixture = Path(__file__).parent / "data" / "sample-v1.rbit"
+    f = bitstream.parse(fixture.read_bytes())
+    assert f.version == 1 and f.wb is None and f.model_id == "6de41b2b5f9ffbdd5813a9914d7445ff"
+    if DEFAULT_MODEL not in list_models():
+        pytest.skip("no shipped default model")
+    out = api.decode(fixture, device="cpu")
+    ref = api.reference(SAMPLE_DNG)
+    flat = np.broadcast_to(ref.reshape(-1, 3).mean(0).round().astype(np.uint8), ref.shape)
+    assert out.shape == ref.shape and _psnr(out, ref) > _psnr(flat, ref) + 3.0
+
+
+# --- models you can trust ------------------------------------------------------------------------
+
+
+def _rewrite_weights(src, dst, **meta_changes):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(src), framework="pt") as fh:
+        meta = dict(fh.metadata())
+    meta.update(meta_changes)
+    meta = {k: v for k, v in meta.items() if v is not None}
+    save_file(load_file(str(src)), str(dst), metadata=meta)
+    return dst
+
+
+def _config(path) -> dict:
+    import json
+
+    from rawbit.nets.weights import read_metadata
+
+    return json.loads(read_metadata(path)["config"])
+
+
+def test_explicit_model_is_used_and_refuses_another_models_file(tiny_file, tiny_weights, tmp_path):
+    from rawbit.nets import create_model
+    from rawbit.nets.weights import export
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.safetensors"
+    other_id = export(create_model("rbn-tiny"), other)
+    msg = _refused(tiny_file, other, "not with the model given to decode it")
+    assert bitstream.parse(tiny_file).model_id in msg and other_id in msg
+
+
+def test_a_bad_explicit_model_file_is_not_silently_ignored(tiny_file, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not weights at all")
+    with pytest.raises(ModelError, match="bad.safetensors: not a rawbit weights file"):
+        api.decode(tiny_file, model=bad, device="cpu")
+
+
+def test_model_id_covers_tensors_and_configuration(tiny_file, tiny_weights, tmp_path):
+    import json
+
+    from rawbit.nets import weights
+
+    ids = weights.identify(tiny_weights)
+    assert ids.model_id == weights.model_hash(ids.legacy_id, _config(tiny_weights)) != ids.legacy_id
+    edited = dict(_config(tiny_weights), input="plain")  # same tensors, another network
+    # Recorded id kept: the file no longer matches it.
+    forged = _rewrite_weights(tiny_weights, tmp_path / "forged.safetensors", config=json.dumps(edited))
+    with pytest.raises(ModelError, match="recorded model id does not match"):
+        api.decode(tiny_file, model=forged, device="cpu")
+    # Ids recomputed: a model of its own, which refuses the real model's files.
+    new_id = weights.model_hash(ids.legacy_id, edited)
+    honest = _rewrite_weights(tiny_weights, tmp_path / "edited.safetensors", config=json.dumps(edited), model_id=new_id)
+    assert weights.load(honest)[1] == new_id != ids.model_id
+    _refused(tiny_file, honest, "not with the model given to decode it")
+
+
+@pytest.mark.parametrize("config,why", [
+    ("{not json", "configuration is not JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"latent_channels": 48}', "does not rebuild its tensors"),
+    ('{"dec_channels": [32, 32, 24, 16, 8, 4]}', "does not build a network"),
+    ('{"no_such_field": 1}', "does not describe an RBN"),
+    ('{"enc_channels": 100000000}', "sizes out of range"),
+], ids=["not-json", "not-object", "latent", "levels", "unknown-key", "huge"])  # fmt: skip
+def test_a_configuration_that_does_not_rebuild_its_tensors_is_one_line(tiny_weights, tmp_path, config, why):
+    import json
+
+    from rawbit.nets import weights
+
+    try:
+        merged = json.dumps(dict(_config(tiny_weights), **json.loads(config)))
+    except (json.JSONDecodeError, TypeError):
+        merged = config
+    ids = weights.identify(tiny_weights)
+    try:
+        new_id = weights.model_hash(ids.legacy_id, json.loads(merged))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        new_id = ids.model_id
+    bad = _rewrite_weights(tiny_weights, tmp_path / "bad.safetensors", config=merged, model_id=new_id)
+    with pytest.raises(ModelError) as e:
+        weights.load(bad)
+    assert why in str(e.value) and "\n" not in str(e.value) and str(bad) in str(e.value)
+
+
+def test_legacy_ids_of_format_1_weights(tiny_file, tiny_weights, tmp_path, monkeypatch):
+    """Weights written before ids covered the configuration (format 1: tensors hash only) load under
+    the new id; a format-1 .rbit file carrying the legacy id decodes with them. For a shipped model
+    (its legacy id pinned in SHIPPED_LEGACY_IDS) only with the very model, not an edited copy."""
+    import dataclasses
+    import json
+
+    from rawbit.nets import weights
+
+    ids = weights.identify(tiny_weights)
+    old = _rewrite_weights(tiny_weights, tmp_path / "old.safetensors", format=weights.LEGACY_FORMAT,
+                           model_id=ids.legacy_id, tensors_id=None)  # fmt: skip
+    assert weights.load(old)[1] == ids.model_id
+    f = bitstream.parse(tiny_file)
+    v1 = bitstream.build(dataclasses.replace(f, version=1, wb=None, cam_to_srgb=None, model_id=ids.legacy_id))
+    v2_legacy = bitstream.build(dataclasses.replace(f, model_id=ids.legacy_id))
+    assert api.decode(v1, model=old, device="cpu").shape == (64, 96, 3)
+    _refused(v2_legacy, old, "not with the model given")  # format 2 carries the new id only
+    edited = _rewrite_weights(old, tmp_path / "old-edited.safetensors",
+                              config=json.dumps(dict(_config(old), input="plain")))  # fmt: skip
+    assert weights.load(edited)[1] != ids.model_id
+    monkeypatch.setitem(weights.SHIPPED_LEGACY_IDS, ids.legacy_id, ids.model_id)
+    assert api.decode(v1, model=old, device="cpu").shape == (64, 96, 3)
+    _refused(v1, edited, "not with the model given")
+
+
+def test_the_shipped_model_keeps_its_legacy_id():
+    from rawbit.nets import weights
+    from rawbit.nets.registry import DEFAULT_MODEL, list_models
+
+    path = list_models().get(DEFAULT_MODEL)
+    if path is None:
+        pytest.skip("no shipped default model")
+    ids = weights.identify(path)
+    if ids.legacy_id not in weights.SHIPPED_LEGACY_IDS:
+        pytest.skip("the shipped model is newer than the format-1 files")
+    assert weights.SHIPPED_LEGACY_IDS[ids.legacy_id] == ids.model_id
+    assert weights.load(path)[1] == ids.model_id

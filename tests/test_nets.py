@@ -16,6 +16,29 @@ def test_every_preset_builds_the_class_and_config_it_names(name):
     model = create_model(name)
     assert type(model) is RBN and model.config == preset_config(name)
     assert model.config.arch == "rbn"
+    # Checked against what each name promises, written out here rather than read from the preset
+    # file, so two presets swapped (or a preset edited by mistake) fail.
+    expected = PRESET_PROMISES[name]
+    got = {k: getattr(model.config, k) for k in expected}
+    assert got == expected
+
+
+# (input, output, latent channels, latent stride, RCAG levels) each preset name stands for.
+PRESET_PROMISES = {
+    "rbn-paper": dict(input="plain", output="srgb", latent_channels=192, latent_stride=32, rcag_levels=5),
+    "rbn-lite": dict(input="camera", output="srgb", latent_channels=128, latent_stride=16, rcag_levels=3),
+    "rbn-lite-isp": dict(input="camera", output="isp", latent_channels=128, latent_stride=16, rcag_levels=3),
+    "rbn-lite-fast": dict(input="camera", output="srgb", latent_channels=128, latent_stride=16, rcag_levels=0),
+    "rbn-lite-plain": dict(input="plain", output="srgb", latent_channels=128, latent_stride=16, rcag_levels=3),
+    "rbn-lite-s32": dict(input="camera", output="srgb", latent_channels=128, latent_stride=32, rcag_levels=3),
+    "rbn-tiny": dict(input="camera", output="srgb", latent_channels=32, latent_stride=32, rcag_levels=5),
+    "teacher-comp-paper": dict(input="plain", output="raw", latent_channels=192, latent_stride=32, rcag_levels=5),
+    "teacher-isp-paper": dict(input="srgb", output="srgb", latent_channels=192, latent_stride=32, rcag_levels=5),
+}
+
+
+def test_every_preset_has_a_written_promise():
+    assert set(PRESET_PROMISES) == set(list_presets())
 
 
 def test_unknown_names_get_suggestions():

@@ -183,13 +183,18 @@ def test_find_raw_files_walks_folders(tmp_path):
     assert [p.name for p in find_raw_files(tmp_path)] == ["x.dng"]
 
 
-def test_kd_weight_decays_by_epoch():
+def test_kd_weight_decays_by_epoch_of_the_training_set():
+    """Eq. 3 with k in epochs: 4 900 steps of 8 photos over a 390-photo set are 100.5 epochs, so
+    the weight is alpha0 * gamma^(100.5^2); counted in steps (or thousands of steps) it differs."""
     from rawbit.train.losses import kd_progress, kd_weight
 
     k = kd_progress(step=4900, unit="epoch", batch_size=8, n_train=390)
+    assert k == pytest.approx(4900 * 8 / 390)
+    assert kd_weight(1e6, 0.99999, k) == pytest.approx(1e6 * 0.99999 ** ((4900 * 8 / 390) ** 2))
+    assert kd_weight(1e6, 0.99999, k) == pytest.approx(903_900, rel=1e-4)  # by hand: 1e6 * e^(-0.10103)
+    assert kd_progress(step=4900, unit="step", batch_size=8, n_train=390) == 4900
+    assert kd_progress(step=4900, unit="kstep", batch_size=8, n_train=390) == pytest.approx(4.9)
     assert kd_weight(1e6, 0.99999, 0) == 1e6
-    assert 0 < kd_weight(1e6, 0.99999, k) < 1e6
-    assert kd_weight(1e6, 0.99999, 1000) < 1e6 * 1e-3
 
 
 def test_attention_map_is_signed_channel_sum():

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
+from ..cli import Command
 from ..errors import RawbitError
 
 EXAMPLES = """
@@ -41,7 +41,7 @@ def _split(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip() and x.strip().lower() != "none"]
 
 
-@click.command("bench", epilog=EXAMPLES)
+@click.command("bench", cls=Command, epilog=EXAMPLES)
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the JSON, CSV, markdown, plot and the point cache.")
@@ -77,37 +77,33 @@ def bench(data, out, models, codecs, anchor, device, resume, jobs, keep_files, p
     from .codecs import make_codecs
     from .run import run_bench
 
-    try:
-        codec_list = make_codecs(_split(codecs), _split(models), device=device)
-        names = [c.name for c in codec_list]
-        if not codec_list:
-            raise click.UsageError("nothing to bench: give --models and/or --codecs")
-        anchor_name = anchor if anchor in names else f"rawbit-{anchor}"
-        if anchor_name not in names:
-            raise click.BadParameter(f"{anchor!r} is not benched (choose from {', '.join(names)})",
-                                     param_hint="--anchor")
-        # Read the baseline first: it may be OUT/bench.json itself, which this run overwrites.
-        base = check_mod.load_baseline(baseline) if baseline is not None else None
-        result = run_bench(data, codec_list, out, resume=resume, jobs=jobs, keep_files=keep_files,
-                           progress=progress)
-        if not result.points:
-            raise RawbitError(f"nothing benched: {len(result.skipped)} file(s)/point(s) skipped")
-        results = report.write_all(result, codec_list, anchor_name, out)
-        click.echo(report.markdown(results, report.bd_table(results, anchor_name), anchor_name,
-                                   len({p.image_sha256 for p in result.points})).split("\n## ")[0].rstrip())
-        click.echo(f"{len(result.points)} points ({result.reused} reused), {len(result.skipped)} skipped;"
-                   f" results in {out}/", err=True)
-        if base is not None:
-            base_results, base_images = base
-            failures, passes = check_mod.check(
-                results, base_results,
-                check_mod.Tolerance(bpp=tolerance_bpp[0], bpp_relative=tolerance_bpp[1], psnr=tolerance_psnr),
-                result.benched_images(), base_images)
-            for line in failures:
-                click.echo(f"regression: {line}", err=True)
-            if failures:
-                raise RawbitError(f"--check failed: {len(failures)} problem(s) against {baseline}")
-            click.echo(f"check passed: {len(passes)} rate point(s) within tolerance of {baseline}", err=True)
-    except RawbitError as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(1)
+    codec_list = make_codecs(_split(codecs), _split(models), device=device)
+    names = [c.name for c in codec_list]
+    if not codec_list:
+        raise click.UsageError("nothing to bench: give --models and/or --codecs")
+    anchor_name = anchor if anchor in names else f"rawbit-{anchor}"
+    if anchor_name not in names:
+        raise click.BadParameter(f"{anchor!r} is not benched (choose from {', '.join(names)})",
+                                 param_hint="--anchor")
+    # Read the baseline first: it may be OUT/bench.json itself, which this run overwrites.
+    base = check_mod.load_baseline(baseline) if baseline is not None else None
+    result = run_bench(data, codec_list, out, resume=resume, jobs=jobs, keep_files=keep_files,
+                       progress=progress)
+    if not result.points:
+        raise RawbitError(f"nothing benched: {len(result.skipped)} file(s)/point(s) skipped")
+    results = report.write_all(result, codec_list, anchor_name, out)
+    click.echo(report.markdown(results, report.bd_table(results, anchor_name), anchor_name,
+                               len({p.image_sha256 for p in result.points})).split("\n## ")[0].rstrip())
+    click.echo(f"{len(result.points)} points ({result.reused} reused), {len(result.skipped)} skipped;"
+               f" results in {out}/", err=True)
+    if base is not None:
+        base_results, base_images = base
+        failures, passes = check_mod.check(
+            results, base_results,
+            check_mod.Tolerance(bpp=tolerance_bpp[0], bpp_relative=tolerance_bpp[1], psnr=tolerance_psnr),
+            result.benched_images(), base_images)
+        for line in failures:
+            click.echo(f"regression: {line}", err=True)
+        if failures:
+            raise RawbitError(f"--check failed: {len(failures)} problem(s) against {baseline}")
+        click.echo(f"check passed: {len(passes)} rate point(s) within tolerance of {baseline}", err=True)

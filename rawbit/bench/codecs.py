@@ -81,7 +81,7 @@ class PillowCodec(Codec):
 
     def __post_init__(self) -> None:
         if self.name not in self._FORMATS:
-            raise RawbitError(f"unknown codec {self.name!r}; choose from {', '.join(STANDARD)}")
+            raise RawbitError(f"unknown codec {self.name!r}; choose from {', '.join(STANDARD)}, dng-jxl")
         self.suffix = self._SUFFIXES[self.name]
         if self.name == "jxl" and not _JXL:
             raise RawbitError("jxl needs the pillow-jxl-plugin package")
@@ -176,4 +176,7 @@ class RawbitCodec(Codec):
 
 def make_codecs(codecs: list[str], models: list[str], device: str = "cpu") -> list[Codec]:
     """Codec objects for the CLI's --codecs and --models lists (models first)."""
-    return [RawbitCodec(model=m, device=device) for m in models] + [PillowCodec(c) for c in codecs]
+    from .dng_jxl import DngJxlCodec
+
+    others = [DngJxlCodec() if c == "dng-jxl" else PillowCodec(c) for c in codecs]
+    return [RawbitCodec(model=m, device=device) for m in models] + others

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 from collections import defaultdict
@@ -12,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..files import atomic_writer, write_atomic
 from .bdrate import BD, bd, psnr_gap
 from .codecs import Codec
 from .run import BenchResult, Point
@@ -88,7 +90,7 @@ def write_json(results: dict[str, dict], out: Path) -> list[Path]:
     paths = []
     for name, entry in results.items():
         path = out / f"{name}.json"
-        path.write_text(json.dumps(entry, indent=2) + "\n")
+        write_atomic(path, (json.dumps(entry, indent=2) + "\n").encode(), force=True)
         paths.append(path)
     return paths
 
@@ -103,8 +105,8 @@ def write_summary(result: BenchResult, results: dict[str, dict], bds: dict[str, 
         "bd": {n: {k: _finite(v) for k, v in dataclasses.asdict(b).items()} for n, b in bds.items()},
         "skipped": result.skipped,
     }
-    path = out / "bench.json"
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+    path = out / "bench.json"  # --check reads it: never half a file
+    write_atomic(path, (json.dumps(summary, indent=2) + "\n").encode(), force=True)
     return path
 
 
@@ -112,12 +114,13 @@ def write_csv(points: Sequence[Point], out: Path) -> Path:
     """out/points.csv: every per-image point (times in s/MP, memory in MiB)."""
     path = out / "points.csv"
     fields = [f.name for f in dataclasses.fields(Point)]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for p in points:
-            writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
-                             for k, v in dataclasses.asdict(p).items()})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    for p in points:
+        writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
+                         for k, v in dataclasses.asdict(p).items()})
+    write_atomic(path, text.getvalue().encode(), force=True)
     return path
 
 
@@ -183,7 +186,8 @@ def plot(results: dict[str, dict], out: Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     path = out / "rd.png"
-    fig.savefig(path, dpi=110)
+    with atomic_writer(path, force=True) as f:
+        fig.savefig(f, format="png", dpi=110)
     return path
 
 
@@ -197,6 +201,6 @@ def write_all(result: BenchResult, codecs: Sequence[Codec], anchor: str, out: st
     write_summary(result, results, bds, anchor, out)
     write_csv(result.points, out)
     n_images = len({p.image_sha256 for p in result.points})
-    (out / "results.md").write_text(markdown(results, bds, anchor, n_images))
+    write_atomic(out / "results.md", markdown(results, bds, anchor, n_images).encode(), force=True)
     plot(results, out)
     return results

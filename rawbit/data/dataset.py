@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import json
 import sys
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import RawbitError
-from ..files import file_sha256
+from ..files import atomic_writer, file_sha256
 from ..raw import orient, read_raw
 from ..render import RENDER_SETTINGS, reference_rendering
 
@@ -79,9 +78,8 @@ def load_sample(path: Path, cache_dir: Path | None) -> Sample:
     packed16 = np.round(raw.packed * 65535.0).astype(np.uint16)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.npz")  # DDP ranks may race here
-        np.savez(tmp, packed=packed16, srgb=srgb, wb=wb, cam_to_srgb=ccm)
-        tmp.replace(cached)
+        with atomic_writer(cached, force=True) as f:  # DDP ranks may race here: the last one wins
+            np.savez(f, packed=packed16, srgb=srgb, wb=wb, cam_to_srgb=ccm)
     return Sample(path.name, packed16.astype(np.float32) / 65535.0, srgb, wb, ccm)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -11,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import tifffile
 
-from ..errors import OutputError
+from ..files import atomic_writer
 
 # DNG CFAPattern colour codes.
 _CODES = {"R": 0, "G": 1, "B": 2}
@@ -81,17 +79,10 @@ def write_dng(
         (50728, _RATIONAL, 3, _rationals(neutral), True),  # AsShotNeutral
         (50778, _SHORT, 1, 21, True),  # CalibrationIlluminant1: D65
     ]
-    if not path.parent.is_dir():
-        raise OutputError(f"{path.parent}: no such directory")
-    # A temporary file next to the target, so os.replace is atomic and a crash leaves no half DNG.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it an ordinary file's mode
-    try:
+    # All or nothing, even if the process dies mid-write: a half DNG would poison a training set.
+    with atomic_writer(path, force=True) as f:
         tifffile.imwrite(
-            tmp,
+            f,
             np.ascontiguousarray(mosaic),
             photometric=32803,  # CFA
             planarconfig="contig",
@@ -100,7 +91,3 @@ def write_dng(
             software="rawbit",
             extratags=extratags,
         )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

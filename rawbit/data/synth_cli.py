@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..errors import RawbitError
+from ..cli import Command
 
 
-@click.command("synth")
+@click.command("synth", cls=Command)
 @click.argument("src_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -36,9 +36,5 @@ def synth(src_dir: Path, out_dir: Path, seed: int, limit: int | None, force: boo
     """
     from .synth import synthesize_folder
 
-    try:
-        outputs = synthesize_folder(src_dir, out_dir, seed=seed, limit=limit, force=force)
-    except RawbitError as e:
-        click.echo(f"Error: {e}", err=True)
-        raise SystemExit(1) from None
+    outputs = synthesize_folder(src_dir, out_dir, seed=seed, limit=limit, force=force)
     click.echo(f"{len(outputs)} DNGs in {out_dir}")

@@ -7,7 +7,11 @@ RAW in, entropy-coded latent, sRGB out::
         y_hat * inv_gain[q] --> g_s (LiteISPNet decoder: deconvs + RCAGs) --> x_hat (B,3,H,W)
 
 One class serves the paper's teachers too, by configuration: the compression teacher decodes back to
-packed RAW (`output="raw"`), the ISP teacher encodes sRGB (`input="srgb"`). A per-rate gain vector
+packed RAW (`output="raw"`), the ISP teacher encodes sRGB (`input="srgb"`). With `output="isp"` the
+decoder goes past the paper: it reconstructs the white-balanced sensor planes, the classical ISP
+(rawbit.isp, LibRaw's bilinear pipeline) renders them with the file's own colour matrix, and the
+decoder's last layer adds a learned sRGB residual (what AHD and the network see beyond bilinear), so
+colour comes from the file's metadata on any camera instead of being re-learned per camera. A per-rate gain vector
 on the latent (Cui et al., CVPR 2021, "asymmetric gained" units) lets one model serve every rate point;
 with a single rate it is the paper's one-model-per-lambda RBN.
 """
@@ -27,6 +31,7 @@ from compressai.latent_codecs import (
     HyperpriorLatentCodec,
 )
 from compressai.layers import GDN, CheckerboardMaskedConv2d, conv3x3
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import RCAG, deconv3x3, pad_to_multiple, run_recording
@@ -43,7 +48,7 @@ class RBNConfig:
 
     arch: str = "rbn"
     input: str = "camera"  # "camera" (file WB + matrix + gamma first), "plain" (paper), "srgb" (ISP teacher)
-    output: str = "srgb"  # "srgb", or "raw" for the compression teacher
+    output: str = "srgb"  # "srgb"; "raw" for the compression teacher; "isp": planes + classical ISP
     enc_channels: int = 256
     latent_channels: int = 192
     hyper_channels: int = 192
@@ -107,11 +112,19 @@ class RBN(nn.Module):
                 dec.append(RCAG(b, c.rcab_per_group))
         if c.output == "srgb":
             dec.append(deconv3x3(ch[-1], 3))  # stands in for LiteISPNet's inverse wavelet transform
+        elif c.output == "isp":
+            # 4 sensor planes + a 2x2 block of sRGB residual per packed site, at the packed size:
+            # no full-resolution convolution, so decoding costs what rbn-lite's last layer costs.
+            dec.append(conv3x3(ch[-1], 4 + 12))
         else:
             dec.append(conv3x3(ch[-1], 4))
         # Start at mid-grey rather than black: Adam moves a bias ~lr per step, so from 0 the output
         # level alone takes ~1000 steps to reach a photo's mean, a long detour on a CPU budget.
-        nn.init.constant_(dec[-1].bias, 0.5 if c.output == "srgb" else 0.1)
+        nn.init.constant_(dec[-1].bias, {"srgb": 0.5, "isp": 0.4}.get(c.output, 0.1))
+        if c.output == "isp":  # the residual starts at zero: the decoder starts as LibRaw LINEAR
+            with torch.no_grad():
+                dec[-1].weight[4:].zero_()
+                dec[-1].bias[4:].zero_()
         self.g_s = nn.ModuleList(dec)
 
         h_a = nn.Sequential(
@@ -160,6 +173,11 @@ class RBN(nn.Module):
         return len(self.config.lambdas)
 
     @property
+    def needs_colour(self) -> bool:
+        """Whether decoding needs the file's colour matrix (carried in the .rbit header)."""
+        return self.config.output == "isp"
+
+    @property
     def input_multiple(self) -> int:
         """Input height/width must be multiples of this (z is at 1/4 of y)."""
         srgb_multiple = 4 * self.config.latent_stride
@@ -183,9 +201,31 @@ class RBN(nn.Module):
             x = camera_input(x, wb, cam_to_srgb)
         return run_recording(self.g_a, x, record)
 
-    def synthesize(self, y_hat: Tensor, record: list[Tensor] | None = None) -> Tensor:
-        """(B, M, H/s, W/s) dequantised latent -> (B, 3, H, W) sRGB (or packed RAW)."""
-        return run_recording(self.g_s, y_hat, record)
+    def synthesize(
+        self, y_hat: Tensor, record: list[Tensor] | None = None, *,
+        wb: Tensor | None = None, cam_to_srgb: Tensor | None = None,
+    ) -> Tensor:  # fmt: skip
+        """(B, M, H/s, W/s) dequantised latent -> (B, 3, H, W) sRGB (or packed RAW).
+
+        cam_to_srgb (B, 3, 3) is needed where `needs_colour`; wb is accepted for symmetry with
+        `analyze` and unused: the planes come back white-balanced, as LibRaw demosaics them."""
+        out = run_recording(self.g_s, y_hat, record)
+        if self.config.output != "isp":
+            return out
+        if cam_to_srgb is None:
+            raise ValueError("this model needs the file's colour matrix to decode")
+        return self.render_planes(out, cam_to_srgb)
+
+    @staticmethod
+    def render_planes(out: Tensor, cam_to_srgb: Tensor) -> Tensor:
+        """The "isp" decoder head: (B, 16, h, w) -> (B, 3, 2h, 2w) sRGB on the 8-bit/255 scale."""
+        from .. import isp
+
+        # Planes are coded as square roots of the balanced linear values: the shadows, where the
+        # sRGB curve is steepest, get finer steps than a linear output would give them.
+        balanced = out[:, :4].clamp(0.0, 1.0).square()
+        base = isp.render_balanced(balanced, cam_to_srgb)
+        return base + F.pixel_shuffle(out[:, 4:], 2)
 
     def _gain(self, q: Tensor | int, inverse: bool = False) -> Tensor:
         table = self.log_inv_gain if inverse else self.log_gain
@@ -201,7 +241,7 @@ class RBN(nn.Module):
         dec_f: list[Tensor] | None = [] if record else None
         y = self.analyze(x, wb, cam_to_srgb, enc_f)
         out = self.latent_codec(y * self._gain(q))
-        x_hat = self.synthesize(out["y_hat"] * self._gain(q, inverse=True), dec_f)
+        x_hat = self.synthesize(out["y_hat"] * self._gain(q, inverse=True), dec_f, wb=wb, cam_to_srgb=cam_to_srgb)
         return RBNOutput(x_hat, out["likelihoods"], enc_f or [], dec_f or [])
 
     # --- coding (the probability path runs wherever the latent codec lives: keep it on CPU) -------

@@ -21,9 +21,14 @@ DEFAULT_MODEL = "rbn-lite"
 
 
 def models_dir() -> Path:
-    """Where shipped weights live: $RAWBIT_MODELS, else the repository's models/ folder."""
+    """Where shipped weights live: $RAWBIT_MODELS; else rawbit/models/ inside an installed package
+    (the wheel ships the repository's models/ there); else models/ beside rawbit/ in a checkout."""
     env = os.environ.get("RAWBIT_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "models"
+    return installed if installed.is_dir() else package.parent / "models"
 
 
 def list_presets() -> list[str]:

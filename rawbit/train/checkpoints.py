@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from ..errors import RawbitError
+from ..files import atomic_writer
 from ..nets import RBN, create_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -15,9 +15,8 @@ CHECKPOINT = "checkpoint.pt"
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Atomic: a crash while saving never leaves a half-written checkpoint behind."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_writer(path, force=True) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Path) -> dict:

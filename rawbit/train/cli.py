@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
+from ..cli import Command
 from ..errors import RawbitError
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _names(names) -> str:
+    return ", ".join(sorted(names))
+
+
+# Read from the preset files themselves (json only: --help must not import torch).
+TRAIN_PRESETS = _names(p.stem for p in (_HERE / "presets").glob("*.json"))
+ARCHITECTURES = _names(json.loads((_HERE.parent / "nets" / "presets.json").read_text()))
 
 EPILOG = """\b
 Examples:
@@ -23,16 +34,15 @@ Examples:
 """
 
 
-@click.command("train", epilog=EPILOG)
+@click.command("train", cls=Command, epilog=EPILOG)
 @click.option("--preset", default="cpu", show_default=True,
-              help="Training preset: cpu, cpu-finetune, cpu-finetune-large, paper, teacher-comp, "
-                   "teacher-isp (rawbit/train/presets), or a .json file.")
+              help=f"Training preset: {TRAIN_PRESETS} (rawbit/train/presets), or a .json file.")
 @click.option("--data", "data", multiple=True, type=click.Path(path_type=Path),
               help="Folder(s) or files of RAW photos (repeatable).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--lambda", "lam", type=float, default=None,
               help="Train one rate point at this lambda (default: every lambda of the preset).")
-@click.option("--model", default=None, help="Architecture preset (rbn-lite, rbn-paper, ...).")
+@click.option("--model", default=None, help=f"Architecture preset: {ARCHITECTURES}.")
 @click.option("--teacher-comp", type=click.Path(path_type=Path), default=None,
               help="Compression teacher weights, for knowledge distillation.")
 @click.option("--teacher-isp", type=click.Path(path_type=Path), default=None,
@@ -52,32 +62,26 @@ def train(preset, data, out, lam, model, teacher_comp, teacher_isp, init, overri
     """Train RBN on a folder of RAW photos (checkpoints, CSV log, loss plot, weights)."""
     from .loop import export_checkpoint, load_config, parse_override, train as run
 
-    try:
-        if export_to is not None:
-            model_id = export_checkpoint(out, export_to)
-            click.echo(f"exported {export_to} (model id {model_id})", err=True)
-            return
-        if not data and not resume:
-            raise RawbitError("--data is required (a folder of RAW photos)")
-        sets = dict(parse_override(o) for o in overrides)
-        if lam is not None:
-            sets["lambdas"] = [lam]
-        if model:
-            sets["model"] = model
-        for key, path in (("teacher_comp", teacher_comp), ("teacher_isp", teacher_isp), ("init", init)):
-            if path:
-                sets[key] = str(path)
-        if resume and (out / "config.json").is_file():
-            # A resumed run keeps its own config; --set may still change e.g. steps.
-            cfg = {**json.loads((out / "config.json").read_text()), **sets}
-            data = data or tuple(Path(p) for p in cfg.get("data", []))
-        else:
-            cfg = load_config(preset, sets)
-        cfg["data"] = [str(p) for p in data]
-        weights = run(cfg, list(data), out, resume=resume, device=device, cache_dir=cache)
-    except RawbitError as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    if export_to is not None:
+        model_id = export_checkpoint(out, export_to)
+        click.echo(f"exported {export_to} (model id {model_id})", err=True)
+        return
+    if not data and not resume:
+        raise RawbitError("--data is required (a folder of RAW photos)")
+    sets = dict(parse_override(o) for o in overrides)
+    if lam is not None:
+        sets["lambdas"] = [lam]
+    if model:
+        sets["model"] = model
+    for key, path in (("teacher_comp", teacher_comp), ("teacher_isp", teacher_isp), ("init", init)):
+        if path:
+            sets[key] = str(path)
+    if resume and (out / "config.json").is_file():
+        # A resumed run keeps its own config; --set may still change e.g. steps.
+        cfg = {**json.loads((out / "config.json").read_text()), **sets}
+        data = data or tuple(Path(p) for p in cfg.get("data", []))
+    else:
+        cfg = load_config(preset, sets)
+    cfg["data"] = [str(p) for p in data]
+    weights = run(cfg, list(data), out, resume=resume, device=device, cache_dir=cache)
     click.echo(f"weights: {weights}", err=True)

@@ -3,6 +3,8 @@
 Everything but the per-rate latent gains is copied as it is. Gains are matched by lambda, so a run
 may keep, drop or add rate points: a new lambda starts from the gains of its neighbours, extended
 linearly in log-lambda (the gains of a trained model lie close to such a line, see RBN's init).
+A network that differs only in its decoder head (`output`, e.g. rbn-lite -> rbn-lite-isp) takes
+every tensor of the same name and shape; the new head keeps its fresh initialisation.
 """
 
 from __future__ import annotations
@@ -28,24 +30,63 @@ def load_source(source: str | Path) -> RBN:
     return load_model(source).model
 
 
-def init_from(model: RBN, source: str | Path) -> None:
-    """Load `source`'s weights into `model` (same architecture), mapping rate gains by lambda."""
+def init_from(model: RBN, source: str | Path) -> bool:
+    """Load `source`'s weights into `model` (same architecture), mapping rate gains by lambda.
+
+    Returns whether the decoder head is new (the source decodes to another output)."""
     src = load_source(source)
-    a, b = replace(src.config, lambdas=()).to_dict(), replace(model.config, lambdas=()).to_dict()
+    a = replace(src.config, lambdas=(), output=model.config.output).to_dict()
+    b = replace(model.config, lambdas=()).to_dict()
     if a != b:
         diff = ", ".join(f"{k} {a[k]} vs {b[k]}" for k in a if a[k] != b[k])
         raise RawbitError(f"--init {source}: a different network from this run's ({diff})")
     state = {k: v for k, v in src.state_dict().items() if k.split(".")[0] not in _GAINS}
     # The entropy models' CDF tables are rebuilt at export; a trained source has them sized already.
     state = {k: v for k, v in state.items() if not _is_cdf_table(k)}
+    new_head: set[str] = set()
+    if src.config.output != model.config.output:
+        own = model.state_dict()
+        new_head = {k for k, v in state.items() if k not in own or own[k].shape != v.shape}
+        state = {k: v for k, v in state.items() if k not in new_head}
+        new_head |= {k for k in own if k.startswith("g_s.") and k not in state}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not (k in _GAINS or _is_cdf_table(k)) for k in missing):
+    if unexpected or any(not (k in _GAINS or _is_cdf_table(k) or k in new_head) for k in missing):
         raise RawbitError(f"--init {source}: weights do not fit this network ({missing + unexpected})")
     with torch.no_grad():
         for name in _GAINS:
             getattr(model, name).copy_(
                 map_gains(getattr(src, name).detach(), src.config.lambdas, model.config.lambdas)
             )
+    return bool(new_head)
+
+
+@torch.no_grad()
+def fit_isp_head(model: RBN, samples, rng, n: int = 16, patch: int = 128) -> None:
+    """Start a new "isp" head where the trained features already point: the sensor planes as a
+    least-squares linear read-out of the decoder's last features (at the top rate, unquantised).
+
+    From a random head the first outputs are noise at ~9 dB, whose huge gradients would run
+    through the trained encoder and entropy model; fitted, training starts near LibRaw LINEAR.
+    """
+    from ..data.dataset import batch
+
+    head = model.g_s[-1]
+    b = batch(samples, n, patch, rng, augment=False)
+    x, wb, ccm = (torch.from_numpy(b[k]) for k in ("raw", "wb", "cam_to_srgb"))
+    q = model.n_rates - 1
+    y = model.analyze(x, wb, ccm) * model._gain(q)
+    feats = y * model._gain(q, inverse=True)
+    for layer in model.g_s[:-1]:
+        feats = layer(feats)
+    target = (x * wb[:, :, None, None]).clamp(0, 1).sqrt()  # the head's plane domain
+    f = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).double()
+    f = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1)
+    t = target.permute(0, 2, 3, 1).reshape(-1, 4).double()
+    sol = torch.linalg.lstsq(f, t).solution  # (C + 1, 4)
+    head.weight.zero_()
+    head.weight[:4, :, 1, 1] = sol[:-1].T.to(head.weight.dtype)
+    head.bias.zero_()
+    head.bias[:4] = sol[-1].to(head.bias.dtype)
 
 
 def map_gains(table: torch.Tensor, src_lambdas, dst_lambdas) -> torch.Tensor:

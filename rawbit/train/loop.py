@@ -22,7 +22,7 @@ from ..errors import RawbitError
 from ..nets import RBN, create_model
 from ..nets.weights import export, load as load_weights
 from .checkpoints import CHECKPOINT, load_checkpoint, model_from_checkpoint, save_checkpoint
-from .init import init_from
+from .init import fit_isp_head, init_from
 from .losses import attention_transfer, kd_progress, kd_weight, psnr, rd_loss
 
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -170,7 +170,9 @@ def train(
     aux_opt = torch.optim.Adam(aux_params, lr=cfg["aux_lr"])
     teachers = _load_teachers(cfg, dev)
     if ckpt is None and cfg.get("init"):
-        init_from(model, cfg["init"])
+        new_head = init_from(model, cfg["init"])
+        if new_head and model.config.output == "isp":
+            fit_isp_head(model, train_set, np.random.default_rng(cfg["seed"]))
     q_weights = _rate_weights(cfg)
     step, elapsed = 0, 0.0
     if ckpt is not None:
