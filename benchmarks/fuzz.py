@@ -87,6 +87,9 @@ def main() -> int:
             _, r = fz.run_raw_case(worker, bases.folder, bad, suffix, bases.tiny)
         s = stats[kind]
         s["cases"] += 1
+        for key in ("crashes", "tracebacks", "hangs", "other failures", f"over {args.slow:g} s (wall)",
+                    f"over {args.slow:g} s (CPU)"):  # fmt: skip
+            s[key] += 0  # printed even when 0
         problem = r.problem(command)
         if r.signal is not None or (r.rc is None and not r.hung):
             s["crashes"] += 1
@@ -139,6 +142,7 @@ def _outcome(r: "fz.Result") -> str:
         return "ok"
     msg = r.error.removeprefix("Error: ")
     msg = msg.split(": ", 1)[1] if ": " in msg and msg.split(": ", 1)[0].endswith((".rbit", ".dng", ".tif")) else msg
+    msg = re.sub(r"model [0-9a-f]{12,32}…?", "model ID", msg)
     return re.sub(r"\d+(\.\d+)?", "N", re.sub(r"\(.*", "(…", msg))[:90]
 
 
