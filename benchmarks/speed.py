@@ -107,7 +107,9 @@ def main() -> None:
               f"{r['encode_process_peak_gib']} | {r['decode_peak_gib']} / {r['decode_process_peak_gib']} "
               f"| {r['bpp']} |")  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        from rawbit.files import write_atomic
+
+        write_atomic(args.json, json.dumps(rows, indent=2).encode(), force=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 
 __all__ = ["encode", "decode", "info", "reference", "RawbitError"]
 __version__ = "0.1.0"
+# The rate point encode uses when none is asked for (the shipped model's at lambda 0.0067); here,
+# not in api, so that the CLI's --help shows it without importing torch.
+DEFAULT_QUALITY = 6
 
 _API = ("encode", "decode", "info", "reference")
 

@@ -7,25 +7,22 @@ unread. Every error names the input (`name`, else the path, else "input").
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from . import bitstream
+from . import DEFAULT_QUALITY, bitstream
 from .bitstream import DEFAULT_MAX_PIXELS, RbitFile
-from .codec import decode_rbit, encode_raw, pick_device
+from .codec import decode_rbit, encode_raw
+from .device import pick_device
 from .errors import ModelError
+from .metrics import bpp
 from .nets import weights
 from .nets.registry import LoadedModel, list_models, load_model
 from .raw import camera_name, read_raw
 from .render import reference_rendering
 
-# The shipped model's rate point at lambda 0.0067, the default of earlier models too.
-DEFAULT_QUALITY = 6
 
 RbitSource = bytes | bytearray | memoryview | str | os.PathLike
 
@@ -34,12 +31,10 @@ def encode(
     path: str | Path, *, model: str | Path | None = "default", quality: int = DEFAULT_QUALITY,
     device: str = "auto",
 ) -> bytes:  # fmt: skip
-    """A RAW photo -> the bytes of a .rbit file (format 2: with the photo's colour metadata)."""
+    """A RAW photo -> the bytes of a .rbit file (format 3: docs/FORMAT.md)."""
     loaded = load_model(model)
-    # tifffile logs a damaged tag to stderr on its own; reading goes on, or fails in one line.
-    with _quiet("tifffile"):
-        raw = read_raw(path)
-        exif = _exif(path)
+    raw = read_raw(path)
+    exif = _exif(path)
     f = encode_raw(raw, loaded.model, loaded.model_id, quality, pick_device(device), exif, name=str(path))
     return bitstream.build(f)
 
@@ -81,13 +76,14 @@ def info(data: RbitSource, name: str | None = None) -> dict:
         "quality": f.quality,
         "width": w,
         "height": h,
-        "coded_size": [f.width, f.height],
+        "coded_size": [f.coded_size[1], f.coded_size[0]],
         "crop": list(f.crop),
+        "pad": list(f.pad),
         "orientation": f.orientation,
         "context": f.context,
         "latent_size": list(f.latent_size),
         "bytes": len(raw),
-        "bpp": bits_per_pixel(len(raw), f.width * f.height),
+        "bpp": bpp(len(raw), f.height, f.width),
         "streams": {"hyperprior": len(f.z), "latent": len(f.y_anchor) + len(f.y_rest)},
         "exif_bytes": len(f.exif),
     }
@@ -135,21 +131,6 @@ def _read(data: RbitSource, name: str, max_pixels: int | None) -> bytes:
     if isinstance(data, (str, os.PathLike)):
         return bitstream.read(data, name, max_pixels)
     return bytes(data)
-
-
-@contextlib.contextmanager
-def _quiet(logger: str) -> Iterator[None]:
-    log = logging.getLogger(logger)
-    before, log.disabled = log.disabled, True
-    try:
-        yield
-    finally:
-        log.disabled = before
-
-
-def bits_per_pixel(n_bytes: int, n_pixels: int) -> float:
-    """DESIGN.md's bpp: whole file bytes x 8 over sRGB pixels (header included)."""
-    return n_bytes * 8.0 / n_pixels
 
 
 def reference(path: str | Path) -> np.ndarray:

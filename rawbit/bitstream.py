@@ -15,10 +15,10 @@ from typing import BinaryIO
 
 import construct as cs
 
-from .errors import BitstreamError, InputError
+from .errors import BitstreamError, input_error
 
 MAGIC = b"RBIT"
-VERSION = 2  # what build() writes by default; parse() reads 1 and 2
+VERSION = 3  # what build() writes by default; parse() reads 1, 2 and 3
 CONTEXT_SCHEDULES = {"checkerboard": 1}
 
 # A decoder refuses images of more pixels than this unless asked for more (api max_pixels): far above
@@ -54,8 +54,14 @@ _FIELDS_COLOUR = (
     "wb" / cs.Array(4, cs.Float32b),  # white-balance gains R, G1, G2, B (RawMeta.wb)
     "cam_to_srgb" / cs.Array(9, cs.Float32b),  # camera RGB -> linear sRGB, 3x3 row-major
 )
-_HEADERS = {1: cs.Struct(*_FIELDS_V1), 2: cs.Struct(*_FIELDS_V1, *_FIELDS_COLOUR)}
-HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52 and 104 bytes
+# Format 3: the same bytes, two meanings changed. The probability path is the exact integer one
+# (rawbit.nets.probability), and the mosaic is padded, not cropped, to reach RGGB: pad_top/pad_left
+# rows/columns were added before the visible area, and height x width is the whole visible area.
+_FIELDS_V3 = tuple(
+    {"crop_top": "pad_top" / cs.Int8ub, "crop_left": "pad_left" / cs.Int8ub}.get(f.name, f) for f in _FIELDS_V1
+) + _FIELDS_COLOUR
+_HEADERS = {1: cs.Struct(*_FIELDS_V1), 2: cs.Struct(*_FIELDS_V1, *_FIELDS_COLOUR), 3: cs.Struct(*_FIELDS_V3)}
+HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52, 104 and 104 bytes
 HEADER_SIZE = HEADER_SIZES[VERSION]
 CRC_SIZE = 4
 
@@ -65,19 +71,22 @@ class RbitFile:
     """A parsed .rbit file: header fields plus the entropy-coded streams.
 
     `wb` (4 gains) and `cam_to_srgb` (9 values, the 3x3 matrix row-major) are the photo's colour
-    metadata, as float32 values; format 2 carries them, format 1 files have None.
+    metadata, as float32 values; formats 2 and 3 carry them, format 1 files have None.
+    `crop` (formats 1-2) is what was cut from the visible area to reach RGGB; `pad` (format 3) what
+    was added before it: the decoded image starts `pad` rows/columns before the photo.
     """
 
     model_id: str  # 32 hex digits
     quality: int
     height: int
     width: int
-    crop: tuple[int, int]
     orientation: int
     latent_size: tuple[int, int]
     z: bytes
     y_anchor: bytes
     y_rest: bytes
+    crop: tuple[int, int] = (0, 0)
+    pad: tuple[int, int] = (0, 0)
     exif: bytes = b""
     context: str = "checkerboard"
     version: int = VERSION
@@ -88,6 +97,11 @@ class RbitFile:
     def output_size(self) -> tuple[int, int]:
         """(height, width) of the decoded photo, orientation applied."""
         return output_size(self.height, self.width, self.orientation)
+
+    @property
+    def coded_size(self) -> tuple[int, int]:
+        """(height, width) of the image the latent codes, padding for the CFA phase included."""
+        return self.height + self.pad[0], self.width + self.pad[1]
 
     @property
     def cam_to_srgb_rows(self) -> tuple[tuple[float, ...], ...] | None:
@@ -106,6 +120,7 @@ class RbitHeader:
     height: int
     width: int
     crop: tuple[int, int]
+    pad: tuple[int, int]
     orientation: int
     latent_size: tuple[int, int]
     z_length: int
@@ -161,8 +176,9 @@ def _fmt(values) -> str:
 def build(f: RbitFile) -> bytes:
     """Serialise; the CRC32 covers header, EXIF and both streams.
 
-    Writes the format `f.version` names: 2 (the default) with the colour metadata, which it must
-    then carry; 1, the older layout without it (kept so tests can write format-1 files)."""
+    Writes the format `f.version` names: 3 (the default) and 2 with the colour metadata, which they
+    must then carry; 1, the older layout without it (older formats are kept so tests can write
+    the files older rawbit versions wrote)."""
     if f.version not in _HEADERS:
         raise ValueError(f"cannot write .rbit format {f.version}")
     header = dict(
@@ -172,8 +188,6 @@ def build(f: RbitFile) -> bytes:
         context=CONTEXT_SCHEDULES[f.context],
         height=f.height,
         width=f.width,
-        crop_top=f.crop[0],
-        crop_left=f.crop[1],
         orientation=f.orientation,
         latent_height=f.latent_size[0],
         latent_width=f.latent_size[1],
@@ -182,9 +196,13 @@ def build(f: RbitFile) -> bytes:
         y_length=len(f.y_anchor) + len(f.y_rest),
         exif_length=len(f.exif),
     )
+    if f.version >= 3:
+        header.update(pad_top=f.pad[0], pad_left=f.pad[1])
+    else:
+        header.update(crop_top=f.crop[0], crop_left=f.crop[1])
     if f.version >= 2:
         if f.wb is None or f.cam_to_srgb is None:
-            raise ValueError("a format-2 .rbit file carries the photo's wb and cam_to_srgb")
+            raise ValueError(f"a format-{f.version} .rbit file carries the photo's wb and cam_to_srgb")
         header.update(wb=list(f.wb), cam_to_srgb=list(f.cam_to_srgb))
     body = _HEADERS[f.version].build(header) + f.exif + f.z + f.y_anchor + f.y_rest
     return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")
@@ -221,8 +239,11 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         raise _damaged(name, "rate point 0; rate points start at 1")
     if h.height < 1 or h.width < 1:
         raise _damaged(name, f"image size {h.width}×{h.height}")
-    if h.crop_top > 1 or h.crop_left > 1:
-        raise _damaged(name, f"crop ({h.crop_top}, {h.crop_left}), at most 1")
+    crop, pad = ((0, 0), (h.pad_top, h.pad_left)) if version >= 3 else ((h.crop_top, h.crop_left), (0, 0))
+    if max(crop) > 1:
+        raise _damaged(name, f"crop {crop}, at most 1")
+    if max(pad) > 1:
+        raise _damaged(name, f"pad {pad}, at most 1")
     if h.orientation > 7:
         raise _damaged(name, f"orientation {h.orientation}, not 0..7")
     lh, lw = h.latent_height, h.latent_width
@@ -231,7 +252,7 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         raise _damaged(name, f"latent size {lh}×{lw}")
     # Whatever the model's stride (a power of two), the latent covers the image with less than one
     # 4-latent block of padding: sizes that contradict each other are refused before any model.
-    if not any(_latent_fits(h.height, h.width, lh, lw, s) for s in (8, 16, 32, 64)):
+    if not any(_latent_fits(h.height + pad[0], h.width + pad[1], lh, lw, s) for s in (8, 16, 32, 64)):
         raise _damaged(name, f"latent size {lh}×{lw} does not match the image size {h.width}×{h.height}")
     if h.y_anchor_length > h.y_length:
         raise _damaged(name, "anchor stream longer than the latent stream")
@@ -256,7 +277,8 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         context=contexts[h.context],
         height=h.height,
         width=h.width,
-        crop=(h.crop_top, h.crop_left),
+        crop=crop,
+        pad=pad,
         orientation=h.orientation,
         latent_size=(lh, lw),
         z_length=h.z_length,
@@ -303,12 +325,8 @@ def read(path: str | os.PathLike, name: str | None = None, max_pixels: int | Non
     try:
         with open(path, "rb") as fh:
             return read_from(fh, name, max_pixels)
-    except FileNotFoundError as e:
-        raise InputError(f"{name}: no such file") from e
-    except IsADirectoryError as e:
-        raise InputError(f"{name}: is a folder, not a .rbit file") from e
     except OSError as e:
-        raise InputError(f"{name}: cannot read ({e.strerror or e})") from e
+        raise input_error(name, e) from e
 
 
 def read_from(fh: BinaryIO, name: str = "input", max_pixels: int | None = None) -> bytes:
@@ -353,5 +371,8 @@ def rewrite_header(data: bytes, **fields) -> bytes:
     header.pop("_io", None)
     header.update(fields)
     layout = _HEADERS.get(version, _HEADERS[data[4]])  # an unknown version keeps the old layout
+    for new_name, old_name in (("pad_top", "crop_top"), ("pad_left", "crop_left")):  # across 2 <-> 3
+        header.setdefault(new_name, header.get(old_name, 0))
+        header.setdefault(old_name, header[new_name])
     body = layout.build(header) + data[size:-CRC_SIZE]
     return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import click
 
+from . import DEFAULT_QUALITY
 from .errors import OutputExistsError, RawbitError
 
-# api.DEFAULT_QUALITY, written out so that --help need not import torch (a test keeps them equal).
-DEFAULT_QUALITY = 6
 
 EPILOG_ENCODE = """\b
 Examples:
@@ -225,14 +224,20 @@ def encode(inputs, output, quality, model, device, force) -> None:
 @click.option("--model", default=None, help="Weights to decode with, if not installed (.safetensors).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs (never an input).")
-def decode(inputs, output, bits, model, device, force) -> None:
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Refuse images of more than N pixels before allocating anything for them "
+                   "[default: 268435456 = 2^28, far above any camera; raise it for a larger photo].")  # fmt: skip
+def decode(inputs, output, bits, model, device, force, max_pixels) -> None:
     """Decode .rbit files to PNG (orientation applied)."""
     from . import api
-    from .files import check_writable, read_input, write_atomic
+    from .files import check_writable, write_atomic
+
+    limit = {} if max_pixels is None else {"max_pixels": max_pixels}
 
     def work(src: Path, dst: Path) -> None:
         check_writable(dst, force)
-        png = api.decode_png(read_input(src), model=model, device=device, bits=int(bits), name=str(src))
+        # from the path: the header is read and checked first, the rest only as it announces
+        png = api.decode_png(src, model=model, device=device, bits=int(bits), name=str(src), **limit)
         write_atomic(dst, png, force)
 
     _run_batch(_plan(inputs, output, ".png"), work, "decode")
@@ -249,9 +254,8 @@ def info(file, as_json) -> None:
       rawbit info photo.rbit --json
     """
     from . import api
-    from .files import read_input
 
-    d = api.info(read_input(file), str(file))
+    d = api.info(file, str(file))  # header first: a huge or foreign file is refused unread
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return

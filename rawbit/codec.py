@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from typing import Iterator
 
@@ -13,18 +12,12 @@ from torch import Tensor
 
 from . import bitstream
 from .bitstream import DEFAULT_MAX_PIXELS, RbitFile
+from .device import one_thread_per_op
 from .errors import BitstreamError, ModelError, RawbitError
 from .nets import RBN
-from .raw import RawImage, orient
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """'auto' takes CUDA when present; asking for CUDA without it is a readable error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RawbitError(f"device {device!r} asked for, but no CUDA GPU is available")
-    return torch.device(device)
+from .nets.probability import float32_path_in_bands
+from .nets.rbn import LatentStreams
+from .raw import RawImage, crop_to_photo, orient
 
 
 @contextlib.contextmanager
@@ -46,65 +39,6 @@ def _transforms_on(model: RBN, device: torch.device) -> Iterator[None]:
 
 def channels_last(x: Tensor, device: torch.device) -> Tensor:
     return x.to(device).contiguous(memory_format=torch.channels_last)
-
-
-# Latent rows per band of the probability path (see _probability_path). Fixed: the bands, not the
-# thread count, decide how each convolution is computed, so both ends compute the same scales.
-BAND_ROWS = 16
-
-
-@contextlib.contextmanager
-def _probability_path(model: RBN) -> Iterator[None]:
-    """Single-threaded ops, with the context model and entropy parameters run over fixed bands of
-    latent rows in parallel threads: at latent stride 16 they are ~40% of a decode, and one thread
-    alone would leave the other cores idle. Used by encode and decode alike."""
-    codec = model.latent_codec["y"]
-    with _one_thread_per_op() as n_threads, contextlib.ExitStack() as stack:
-        pool = None
-        if n_threads > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            pool = stack.enter_context(ThreadPoolExecutor(n_threads))
-        # compressai's masked conv re-masks its weight tensor on every call; threads racing on that
-        # swap would read freed memory. Mask once here and run the plain convolution.
-        ctx = codec.context_prediction
-        ctx.weight.data.mul_(ctx.mask)
-        plain_ctx = functools.partial(torch.nn.Conv2d.forward, ctx)
-        # (module, its forward, halo rows its output needs on each side): the 5x5 context conv, 2.
-        for module, forward, halo in ((ctx, plain_ctx, 2), (codec.entropy_parameters, codec.entropy_parameters.forward, 0)):  # fmt: skip
-            module.forward = functools.partial(_in_bands, forward, halo, pool)
-            stack.callback(delattr, module, "forward")  # back to the class's forward
-        yield
-
-
-def _in_bands(forward, halo: int, pool, x: Tensor) -> Tensor:
-    h = x.shape[-2]
-
-    @torch.inference_mode()  # grad mode is per thread: the pool's threads need it too
-    def band(a: int) -> Tensor:
-        b = min(a + BAND_ROWS, h)
-        a0, b0 = max(a - halo, 0), min(b + halo, h)
-        return forward(x[..., a0:b0, :])[..., a - a0 : b - a0, :]
-
-    starts = range(0, h, BAND_ROWS)
-    return torch.cat(list(pool.map(band, starts)) if pool else [band(a) for a in starts], dim=-2)
-
-
-@contextlib.contextmanager
-def _one_thread_per_op() -> Iterator[int]:
-    """Make every tensor op single-threaded (yields the thread count there was).
-
-    A convolution's float result can depend on how its work is split across threads; one flipped
-    scale index in the probability path would corrupt the rest of the stream, and one flipped
-    rounding in the decoder changes a pixel. Ops run single-threaded and parallelism comes from
-    independent tiles instead, so results do not depend on the machine's thread count.
-    """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield n
-    finally:
-        torch.set_num_threads(n)
 
 
 def synthesize_tiled(
@@ -139,7 +73,7 @@ def synthesize_tiled(
             :, :, oi : oi + ti * scale, oj : oj + tj * scale
         ]
 
-    with _one_thread_per_op() as n_threads:
+    with one_thread_per_op() as n_threads:
         if device.type == "cpu" and n_threads > 1 and len(boxes) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -154,7 +88,7 @@ def synthesize_tiled(
 def check_quality(model: RBN, quality: int) -> int:
     """1-based rate point -> 0-based index, with a readable error."""
     if not 1 <= quality <= model.n_rates:
-        raise RawbitError(f"--quality must be between 1 and {model.n_rates} for this model")
+        raise RawbitError(f"quality {quality} is out of range: this model has rate points 1 to {model.n_rates}")
     return quality - 1
 
 
@@ -163,7 +97,8 @@ def encode_raw(
     raw: RawImage, model: RBN, model_id: str, quality: int, device: torch.device, exif: bytes = b"",
     name: str = "input",
 ) -> RbitFile:  # fmt: skip
-    """Code one packed RAW photo at a rate point (1-based), as a format-2 file with its colour."""
+    """Code one packed RAW photo at a rate point (1-based), as a format-3 file: colour metadata in
+    the header, the probability path in exact integers (nets/probability.py)."""
     q = check_quality(model, quality)
     if model.config.input == "srgb":
         raise RawbitError("this model encodes sRGB images, not RAW photos")
@@ -182,8 +117,8 @@ def encode_raw(
     if not torch.isfinite(y).all():
         raise RawbitError(f"{name}: cannot be coded (the encoder's latent is not finite)")
     try:
-        with _probability_path(model), guarded_rans(model):
-            strings, latent_size = model.compress_latent(y, q)
+        with guarded_rans(model):
+            streams, latent_size = model.compress_latent(y, q, exact=True)
     except StreamError as e:
         raise RawbitError(f"{name}: cannot be coded ({e})") from e
     h, w = raw.size
@@ -192,12 +127,12 @@ def encode_raw(
         quality=quality,
         height=h,
         width=w,
-        crop=raw.crop,
+        pad=raw.pad,
         orientation=raw.meta.orientation,
         latent_size=latent_size,
-        y_anchor=strings[0],
-        y_rest=strings[1],
-        z=strings[2],
+        y_anchor=streams.y_anchor,
+        y_rest=streams.y_rest,
+        z=streams.z,
         exif=exif,
         wb=wb_values,
         cam_to_srgb=ccm_values,
@@ -226,7 +161,7 @@ def check_decodable(f: RbitFile, model: RBN, name: str = "input", max_pixels: in
         raise ModelError(f"{name}: this model decodes to packed RAW (a compression teacher), not to photos")
     if not 1 <= f.quality <= model.n_rates:
         raise BitstreamError(f"{name}: damaged .rbit file (rate point {f.quality}, this model has 1..{model.n_rates})")
-    expected = model.latent_size(f.height, f.width)
+    expected = model.latent_size(*f.coded_size)
     if tuple(f.latent_size) != expected:
         raise BitstreamError(
             f"{name}: damaged .rbit file (latent size {f.latent_size[0]}×{f.latent_size[1]} does not match "
@@ -255,9 +190,10 @@ def decode_rbit(
     it, and a latent or image that is not finite is a damaged stream, never NaN pixels."""
     q = check_decodable(f, model, name, max_pixels)
     lh, lw = f.latent_size
+    exact = f.version >= 3  # formats 1-2 were coded with compressai's float path
     try:
-        with _probability_path(model), guarded_rans(model):
-            y_hat = model.decompress_latent([f.y_anchor, f.y_rest, f.z], (lh, lw), q)
+        with (contextlib.nullcontext() if exact else float32_path_in_bands(model)), guarded_rans(model):
+            y_hat = model.decompress_latent(LatentStreams(f.y_anchor, f.y_rest, f.z), (lh, lw), q, exact=exact)
     except StreamError as e:
         raise BitstreamError(f"{name}: damaged .rbit stream ({e})") from e
     except (RuntimeError, ValueError, OverflowError, MemoryError) as e:
@@ -272,7 +208,7 @@ def decode_rbit(
         if not _is_out_of_memory(e):
             raise
         raise _decode_failure(name, f, e) from e
-    x_hat = x_hat[0, :, : f.height, : f.width]
+    x_hat = crop_to_photo(x_hat[0], f.pad, (f.height, f.width))
     if not torch.isfinite(x_hat).all():
         raise BitstreamError(f"{name}: damaged .rbit stream (the decoder's output is not finite)")
     x_hat = x_hat.clamp(0, 1)

@@ -27,3 +27,14 @@ class OutputExistsError(OutputError):
 
 class InputError(RawbitError):
     """An input file is missing or unreadable."""
+
+
+def input_error(path, e: OSError) -> InputError:
+    """An OSError met reading an input, as the one line a photographer reads."""
+    if isinstance(e, FileNotFoundError):
+        return InputError(f"{path}: no such file")
+    if isinstance(e, IsADirectoryError):
+        return InputError(f"{path}: is a folder, not a file")
+    if isinstance(e, PermissionError):
+        return InputError(f"{path}: cannot read (permission denied)")
+    return InputError(f"{path}: cannot read ({(e.strerror or str(e)).lower()})")

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .errors import InputError, OutputError, OutputExistsError
+from .errors import OutputError, OutputExistsError, input_error
 
 # The hidden temp file of the fallback path: .NAME.PID.8-hex-digits.part
 _PART = re.compile(r"^\..+\.(?P<pid>\d+)\.[0-9a-f]{8}\.part$")
@@ -208,31 +208,13 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_input(path: Path) -> bytes:
-    """Bytes of an input file, with a readable error when it is missing or unreadable."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise _read_error(path, e) from e
-
-
 def check_readable(path: Path) -> None:
     """Refuse an input that is missing, a folder, or unreadable, before any work on it."""
     try:
         with open(path, "rb") as f:
             f.read(1)
     except OSError as e:
-        raise _read_error(path, e) from e
-
-
-def _read_error(path: Path, e: OSError) -> InputError:
-    if isinstance(e, FileNotFoundError):
-        return InputError(f"{path}: no such file")
-    if isinstance(e, IsADirectoryError):
-        return InputError(f"{path}: is a folder, not a file")
-    if isinstance(e, PermissionError):
-        return InputError(f"{path}: cannot read (permission denied)")
-    return InputError(f"{path}: cannot read ({(e.strerror or str(e)).lower()})")
+        raise input_error(path, e) from e
 
 
 def png_bytes(image, exif: bytes = b"") -> bytes:

@@ -110,9 +110,11 @@ def to_uint8(srgb: Tensor) -> np.ndarray:
 
 
 def render_raw(raw) -> np.ndarray:
-    """A `rawbit.raw.RawImage` -> (H, W, 3) uint8 through this pipeline, in float64."""
+    """A `rawbit.raw.RawImage` -> (H, W, 3) uint8 of the photo through this pipeline, in float64."""
+    from .raw import crop_to_photo
+
     packed = torch.from_numpy(raw.packed).double()[None]
     wb = torch.tensor([raw.meta.wb], dtype=torch.float64)
     ccm = torch.tensor([raw.meta.cam_to_srgb], dtype=torch.float64)
-    return to_uint8(render(packed, wb, ccm)[0])
+    return to_uint8(crop_to_photo(render(packed, wb, ccm)[0], raw.pad, raw.size))
 

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import rawpy
 import tifffile
 
-from .errors import RawReadError
+from .errors import RawbitError, RawReadError
 
 # LibRaw colour indices in raw_colors_visible (colour description "RGBG").
 _R, _G, _B, _G2 = 0, 1, 2, 3
 
-# Where the red photosite sits in the visible 2x2 block -> (row, column) crop that makes it RGGB.
-_CROP_FOR_PATTERN = {"RGGB": (0, 0), "GRBG": (0, 1), "GBRG": (1, 0), "BGGR": (1, 1)}
+# Where the red photosite sits in the visible 2x2 block -> (rows, columns) added before the visible
+# area so that the mosaic starts on red (RGGB).
+_PAD_FOR_PATTERN = {"RGGB": (0, 0), "GRBG": (0, 1), "GBRG": (1, 0), "BGGR": (1, 1)}
 
-# sRGB (D65) -> XYZ, as LibRaw's xyz_rgb; used to turn a camera's XYZ->camera matrix into camera->sRGB.
-_XYZ_RGB = np.array(
+# sRGB (D65) -> XYZ, as LibRaw's xyz_rgb; used to turn a camera's XYZ->camera matrix into camera->sRGB
+# (here, and in the synthetic DNGs, whose matrices must invert to LibRaw's).
+XYZ_RGB = np.array(
     [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
 )
 
@@ -41,16 +44,47 @@ class RawMeta:
 
 @dataclass
 class RawImage:
-    """A Bayer RAW photo packed to RGGB planes, aligned with its reference rendering."""
+    """A Bayer RAW photo packed to RGGB planes.
 
-    packed: np.ndarray  # (4, H/2, W/2) float32 in [0, 1], channels R, G1, G2, B
-    crop: tuple[int, int]  # rows, columns removed at the top/left of the visible area to reach RGGB
+    The visible mosaic is padded, never cropped: `pad` rows/columns before it put a red photosite
+    first, and one more row/column after it where needed makes both sides even; each added
+    photosite mirrors the nearest one of its own colour. Decoders crop back (`crop_to_photo`), so
+    a decoded photo has exactly the reference rendering's size, whatever the sensor's phase."""
+
+    packed: np.ndarray  # (4, Hc/2, Wc/2) float32 in [0, 1], channels R, G1, G2, B
+    pad: tuple[int, int]  # rows, columns added before the visible area to reach RGGB
+    size: tuple[int, int]  # (H, W) of the visible area: the photo, before orientation
     meta: RawMeta
 
     @property
-    def size(self) -> tuple[int, int]:
-        """Height and width of the sRGB image this RAW renders to (before orientation)."""
+    def coded_size(self) -> tuple[int, int]:
+        """(Hc, Wc) of the padded mosaic, the image the network codes."""
         return self.packed.shape[1] * 2, self.packed.shape[2] * 2
+
+
+def pad_mosaic(a: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
+    """Pad (H, W, ...) by `pad` before and to even sizes after, mirroring across the edge (`reflect`:
+    the added row copies the row two away, a photosite of the same CFA colour)."""
+    top, left = pad
+    bottom, right = (a.shape[0] + top) % 2, (a.shape[1] + left) % 2
+    widths = [(top, bottom), (left, right)] + [(0, 0)] * (a.ndim - 2)
+    return np.pad(a, widths, mode="reflect") if top or bottom or left or right else a
+
+
+def crop_to_photo(image, pad: tuple[int, int], size: tuple[int, int]):
+    """The photo inside a coded-size image (array or tensor, the last two axes are rows, columns)."""
+    (top, left), (h, w) = pad, size
+    return image[..., top : top + h, left : left + w]
+
+
+@contextlib.contextmanager
+def _logger_off(name: str) -> Iterator[None]:
+    log = logging.getLogger(name)
+    before, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = before
 
 
 @contextlib.contextmanager
@@ -100,8 +134,8 @@ def open_raw(path: str | Path) -> Iterator[rawpy.RawPy]:
         raw.close()
 
 
-def bayer_crop(raw: rawpy.RawPy, path: str | Path) -> tuple[str, tuple[int, int], tuple[int, int]]:
-    """CFA pattern of the visible area, the (top, left) crop to RGGB, and the even (H, W) kept.
+def bayer_pattern(raw: rawpy.RawPy, path: str | Path) -> tuple[str, tuple[int, int]]:
+    """CFA pattern of the visible area and the (top, left) padding that makes it start on red.
 
     Raises RawReadError for anything that is not a 2x2 Bayer mosaic.
     """
@@ -127,14 +161,12 @@ def bayer_crop(raw: rawpy.RawPy, path: str | Path) -> tuple[str, tuple[int, int]
         cfa = "".join(letters[int(c)] for c in block.reshape(-1))
     except KeyError as e:
         raise RawReadError(f"{path}: unexpected colour filter layout") from e
-    if cfa not in _CROP_FOR_PATTERN:
+    if cfa not in _PAD_FOR_PATTERN:
         raise RawReadError(f"{path}: colour filter {cfa} is not a Bayer mosaic")
-    top, left = _CROP_FOR_PATTERN[cfa]
     h, w = colors.shape
-    h, w = (h - top) // 2 * 2, (w - left) // 2 * 2
     if h < 16 or w < 16:
         raise RawReadError(f"{path}: image is too small ({w}x{h})")
-    return cfa, (top, left), (h, w)
+    return cfa, _PAD_FOR_PATTERN[cfa]
 
 
 def _cam_to_srgb(raw: rawpy.RawPy) -> np.ndarray:
@@ -142,7 +174,7 @@ def _cam_to_srgb(raw: rawpy.RawPy) -> np.ndarray:
     (cam_xyz_coeff), else the file's own matrix (DNG ColorMatrix), else what LibRaw applies."""
     cam_xyz = np.asarray(raw.rgb_xyz_matrix, dtype=np.float64)[:3]
     if np.any(cam_xyz):
-        cam_rgb = cam_xyz @ _XYZ_RGB
+        cam_rgb = cam_xyz @ XYZ_RGB
         cam_rgb = cam_rgb / cam_rgb.sum(axis=1, keepdims=True)
         return np.linalg.pinv(cam_rgb)
     file_matrix = np.asarray(raw.color_matrix, dtype=np.float64)[:3, :3]
@@ -205,16 +237,17 @@ def _auto_white_balance(raw: rawpy.RawPy, mosaic: np.ndarray, colors: np.ndarray
 
 
 def read_raw(path: str | Path) -> RawImage:
-    """Read a Bayer RAW file and pack its visible area to (4, H/2, W/2) RGGB planes in [0, 1]."""
+    """Read a Bayer RAW file and pack its (padded) visible area to RGGB planes in [0, 1]."""
     make, model = camera_name(path)
     with open_raw(path) as raw:
-        cfa, (top, left), (h, w) = bayer_crop(raw, path)
-        mosaic = raw.raw_image_visible[top : top + h, left : left + w].astype(np.float32)
-        colors = raw.raw_colors_visible[top : top + 2, left : left + 2]
+        cfa, pad = bayer_pattern(raw, path)
+        size = tuple(raw.raw_image_visible.shape)
+        mosaic = pad_mosaic(raw.raw_image_visible.astype(np.float32), pad)
+        colors = pad_mosaic(raw.raw_colors_visible, pad)[:2, :2]
         black_by_color = np.asarray(raw.black_level_per_channel, dtype=np.float32)
         white = float(raw.white_level)
         planes, blacks = [], []
-        for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):  # R, G1, G2, B after the crop
+        for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):  # R, G1, G2, B after the padding
             black = black_by_color[colors[dy, dx]]
             plane = (mosaic[dy::2, dx::2] - black) / max(white - black, 1.0)
             planes.append(np.clip(plane, 0.0, 1.0))
@@ -231,13 +264,14 @@ def read_raw(path: str | Path) -> RawImage:
             cam_to_srgb=tuple(tuple(float(v) for v in row) for row in _cam_to_srgb(raw)),
             orientation=int(raw.sizes.flip),
         )
-    return RawImage(packed=np.stack(planes).astype(np.float32), crop=(top, left), meta=meta)
+    return RawImage(packed=np.stack(planes).astype(np.float32), pad=pad, size=size, meta=meta)
 
 
 def camera_name(path: str | Path) -> tuple[str, str]:
     """Make and model from the file's TIFF/EXIF tags (rawpy does not expose them); '' if absent."""
     try:
-        with tifffile.TiffFile(str(path)) as tif:
+        # tifffile logs a damaged tag to stderr on its own: the name is a nicety, never a message
+        with _logger_off("tifffile"), tifffile.TiffFile(str(path)) as tif:
             tags = tif.pages[0].tags
             return tuple(str(tags[t].value).strip("\x00 ") if t in tags else "" for t in (271, 272))
     except Exception:  # not TIFF-based (CRW, KDC...): the name is a nicety, never a reason to fail
@@ -253,3 +287,44 @@ def orient(image: np.ndarray, orientation: int) -> np.ndarray:
     if orientation & 4:
         image = image.swapaxes(0, 1)
     return np.ascontiguousarray(image)
+
+
+# --- files and packing ---------------------------------------------------------------------------
+
+RAW_EXTENSIONS = {
+    ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".kdc", ".dcr",
+    ".orf", ".rw2", ".raf", ".pef", ".srw", ".raw", ".3fr", ".erf", ".mef", ".mos", ".x3f", ".iiq",
+}  # fmt: skip
+
+
+def find_raw_files(paths: Iterable[str | Path] | str | Path) -> list[Path]:
+    """Files as given plus the RAW files found (recursively, sorted) in folders; each once."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in RAW_EXTENSIONS)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise RawbitError(f"{p}: no such file or folder")
+    return list(dict.fromkeys(found))
+
+
+def unpack(packed: np.ndarray) -> np.ndarray:
+    """(4, h, w) RGGB planes -> (2h, 2w) mosaic."""
+    _, h, w = packed.shape
+    mosaic = np.empty((2 * h, 2 * w), dtype=packed.dtype)
+    mosaic[0::2, 0::2], mosaic[0::2, 1::2] = packed[0], packed[1]
+    mosaic[1::2, 0::2], mosaic[1::2, 1::2] = packed[2], packed[3]
+    return mosaic
+
+
+def pack(mosaic: np.ndarray) -> np.ndarray:
+    """(2h, 2w) mosaic whose top-left photosite is red -> (4, h, w) planes by tile position.
+
+    Planes follow position in the 2x2 tile (R, top-right G, bottom-left G, B), not which green it
+    was before a transpose: geometry is what the network learns demosaicking from.
+    """
+    return np.stack([mosaic[0::2, 0::2], mosaic[0::2, 1::2], mosaic[1::2, 0::2], mosaic[1::2, 1::2]])

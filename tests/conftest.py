@@ -53,7 +53,8 @@ def quality_weights(tmp_path_factory) -> Path:
     shipped = list_models().get(DEFAULT_MODEL)
     if shipped is not None:
         return shipped
-    from rawbit.train.loop import load_config, train
+    from rawbit.train.config import load_config
+    from rawbit.train.loop import train
 
     cfg = load_config("cpu", {
         "model": "rbn-tiny", "steps": 300, "lr": 2e-3, "lr_final": 2e-4, "warmup": 20,

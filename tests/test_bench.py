@@ -18,7 +18,7 @@ from rawbit.bench import run as run_mod
 from rawbit.bench.bdrate import bd, bd_psnr, bd_rate, psnr_gap
 from rawbit.bench.cli import bench
 from rawbit.bench.codecs import Codec, PillowCodec, RawbitCodec
-from rawbit.bench.metrics import bpp, ms_ssim, psnr
+from rawbit.metrics import bpp, ms_ssim, psnr
 from rawbit.bench.report import aggregate, write_all
 from rawbit.bench.run import run_bench
 

@@ -15,21 +15,30 @@ from rawbit.errors import BitstreamError, InputError
 WB = bitstream.as_float32([2.0071616, 1.0, 1.0, 1.6237807])
 CCM = bitstream.as_float32([[1.96, -1.12, 0.16], [-0.24, 1.67, -0.43], [0.01, -0.55, 1.54]])
 F = bitstream.RbitFile(
-    model_id="0123456789abcdef0123456789abcdef", quality=3, height=1000, width=1500, crop=(0, 1),
+    model_id="0123456789abcdef0123456789abcdef", quality=3, height=1000, width=1499, pad=(0, 1),
     orientation=6, latent_size=(32, 48), z=b"zz" * 10, y_anchor=b"a" * 33, y_rest=b"b" * 44,
     exif=b"EXIF", wb=WB, cam_to_srgb=CCM,
 )  # fmt: skip
-F1 = dataclasses.replace(F, version=1, wb=None, cam_to_srgb=None)
+F2 = dataclasses.replace(F, version=2, width=1500, pad=(0, 0), crop=(0, 1))
+F1 = dataclasses.replace(F2, version=1, wb=None, cam_to_srgb=None)
 
 
 def test_build_parse_round_trip_and_size():
     data = bitstream.build(F)
-    assert data[:4] == b"RBIT" and data[4] == bitstream.VERSION == 2
+    assert data[:4] == b"RBIT" and data[4] == bitstream.VERSION == 3
     assert bitstream.HEADER_SIZE == 104
     assert len(data) == bitstream.HEADER_SIZE + 4 + 20 + 33 + 44 + 4
     assert bitstream.parse(data) == F
-    assert F.output_size == (1500, 1000)  # orientation 6 swaps the axes
+    assert F.output_size == (1499, 1000)  # orientation 6 swaps the axes
+    assert F.coded_size == (1000, 1500)  # one column added before the photo to start on red
     assert F.cam_to_srgb_rows[1] == CCM[3:6]
+
+
+def test_format_2_files_still_parse_with_their_crop():
+    data = bitstream.build(F2)
+    assert data[4] == 2 and len(data) == bitstream.HEADER_SIZES[2] + 4 + 20 + 33 + 44 + 4
+    f = bitstream.parse(data)
+    assert f == F2 and f.crop == (0, 1) and f.pad == (0, 0) and f.coded_size == (1000, 1500)
 
 
 def test_format_1_files_still_parse_without_colour():
@@ -39,9 +48,11 @@ def test_format_1_files_still_parse_without_colour():
     assert f == F1 and f.wb is None and f.cam_to_srgb is None
 
 
-def test_format_2_needs_colour_metadata():
+def test_formats_2_and_3_need_colour_metadata():
     with pytest.raises(ValueError):
         bitstream.build(dataclasses.replace(F, wb=None))
+    with pytest.raises(ValueError):
+        bitstream.build(dataclasses.replace(F2, cam_to_srgb=None))
 
 
 @pytest.mark.parametrize("cut", [1, 4, 5, 10, bitstream.HEADER_SIZES[1], bitstream.HEADER_SIZE, -1])
@@ -52,7 +63,7 @@ def test_truncated_files_are_refused(cut):
 
 
 def test_every_single_flipped_bit_is_detected():
-    for f in (F, F1):
+    for f in (F, F2, F1):
         data = bitstream.build(f)
         for i in range(4, len(data)):
             bad = bytearray(data)
@@ -85,8 +96,8 @@ BAD_FIELDS = [
     (dict(width=0), "image size"),
     (dict(height=0, width=0), "image size"),
     (dict(quality=0), "rate point 0"),
-    (dict(crop_top=2), "crop"),
-    (dict(crop_left=255), "crop"),
+    (dict(pad_top=2), "pad"),
+    (dict(pad_left=255), "pad"),
     (dict(orientation=8), "orientation"),
     (dict(orientation=255), "orientation"),
     (dict(context=0), "context"),
@@ -115,6 +126,13 @@ def test_header_fields_out_of_range_are_damaged_files(fields, why):
         api.info(data, "f.rbit")  # info too: no ZeroDivisionError for a zero size
 
 
+@pytest.mark.parametrize("fields", [dict(crop_top=2), dict(crop_left=255)], ids=str)
+def test_format_2_crop_out_of_range_is_a_damaged_file(fields):
+    data = bitstream.rewrite_header(bitstream.build(F2), **fields)
+    with pytest.raises(BitstreamError, match=r"^f.rbit: damaged .rbit file \(crop "):
+        bitstream.parse(data, "f.rbit")
+
+
 def test_consistent_sizes_of_any_stride_pass_the_container():
     for stride in (16, 32):
         m = 4 * stride
@@ -130,8 +148,8 @@ def test_streams_longer_than_any_image_of_that_size_needs_are_refused():
 
 def test_pixel_limit():
     data = bitstream.build(F)
-    bitstream.parse(data, max_pixels=1500 * 1000)
-    with pytest.raises(BitstreamError, match=r"1500×1000 image \(1500000 pixels\) is over .* limit of 1000 pixels"):
+    bitstream.parse(data, max_pixels=1499 * 1000)
+    with pytest.raises(BitstreamError, match=r"1499×1000 image \(1499000 pixels\) is over .* limit of 1000 pixels"):
         bitstream.parse(data, max_pixels=1000)
 
 

@@ -149,6 +149,42 @@ def test_rbit_with_one_flipped_byte_is_refused(tmp_path, tiny_weights, encoded):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_max_pixels_refuses_a_photo_over_the_limit_and_allows_it_at_the_limit(tmp_path, tiny_weights, encoded):
+    """A photographer decoding a 512x512 photo under a 100,000-pixel limit gets one line saying so."""
+    result = run("decode", encoded, "-o", tmp_path / "x.png", "--model", tiny_weights, "--max-pixels", 100_000)
+    assert_one_line_error(result)
+    assert "over the decoder's limit of 100000 pixels" in result.stderr
+    assert not (tmp_path / "x.png").exists()
+    result = run("decode", encoded, "-o", tmp_path / "x.png", "--model", tiny_weights, "--max-pixels", 512 * 512)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_huge_file_is_refused_from_its_header_without_being_read(tmp_path, tiny_weights, encoded):
+    """info and decode read the header first: 1 GB of junk after a valid file costs no memory."""
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.rbit"
+    with open(big, "wb") as f:
+        f.write(encoded.read_bytes())
+        f.truncate(2**30)  # sparse: no disk used
+    code = ("import resource, sys; from rawbit.cli import main\n"
+            "try: main(sys.argv[1:])\n"
+            "except SystemExit as e: print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, e.code)")  # fmt: skip
+
+    def peak_kib(*args: str) -> tuple[int, int, str]:
+        p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        peak, exit_code = map(int, p.stdout.split()[-2:])
+        return peak, exit_code, p.stderr
+
+    baseline, exit_code, _ = peak_kib("info", str(encoded))  # the process itself: torch and all
+    assert exit_code == 0
+    for args in (["info", str(big)], ["decode", str(big), "-o", str(tmp_path / "x.png"), "--model", str(tiny_weights)]):
+        peak, exit_code, stderr = peak_kib(*args)
+        assert exit_code == 1 and "longer than its header says" in stderr, stderr
+        assert peak < baseline + 200 * 1024, (peak, baseline)  # reading the file would add 1 GiB
+
+
 def test_rbit_for_unknown_model_is_refused(tmp_path, encoded):
     from rawbit import bitstream
 
@@ -206,17 +242,11 @@ def test_help_shows_examples():
 
 def test_train_help_names_every_preset():
     from rawbit.nets.registry import list_presets as architectures
-    from rawbit.train.loop import list_presets
+    from rawbit.train.config import list_presets
 
     help_text = " ".join(run("train", "--help").output.split()).replace("- ", "-")  # wrapped at hyphens
     for name in list_presets() + architectures():
         assert name in help_text, name
-
-
-def test_cli_default_quality_is_the_api_default():
-    from rawbit import api, cli
-
-    assert cli.DEFAULT_QUALITY == api.DEFAULT_QUALITY
 
 
 # --- fast start: help is printed before torch or compressai is imported ------------------------------

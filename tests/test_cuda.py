@@ -12,7 +12,7 @@ import torch
 
 from conftest import SAMPLE_DNG, TINY_TRAIN, write_test_dng
 from rawbit import api, bitstream
-from rawbit.bench.metrics import psnr as _psnr
+from rawbit.metrics import psnr as _psnr
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 
@@ -41,7 +41,9 @@ def test_a_file_encoded_on_the_gpu_decodes_on_the_cpu_and_the_gpu(tmp_path, qual
 
 
 def test_training_on_the_gpu_resumes_on_the_cpu(tmp_path, photo_folder):
-    from rawbit.train.loop import load_checkpoint, load_config, train
+    from rawbit.train.checkpoints import load_checkpoint
+    from rawbit.train.config import load_config
+    from rawbit.train.loop import train
 
     cfg = load_config("cpu", {**TINY_TRAIN, "steps": 10})
     out = tmp_path / "run"

@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import write_test_dng
 from rawbit.api import reference
 from rawbit.bench.codecs import make_codecs
-from rawbit.bench.metrics import psnr
+from rawbit.metrics import psnr
 
 
 def test_quality_buys_fidelity_up_to_near_lossless(tmp_path: Path) -> None:

@@ -15,19 +15,19 @@ import rawpy
 import torch
 
 from rawbit import isp
-from rawbit.bench.metrics import psnr
-from rawbit.raw import bayer_crop, open_raw, read_raw
+from rawbit.metrics import psnr
+from rawbit.raw import open_raw, read_raw
 from rawbit.render import RENDER_SETTINGS
 
 from conftest import needs_shared, shared_files, write_test_dng
 
 
 def libraw_linear(path: Path) -> np.ndarray:
-    """LibRaw's bilinear rendering, cropped like read_raw crops the packed planes."""
+    """LibRaw's bilinear rendering of the whole visible area (what decode gives back)."""
     settings = dict(RENDER_SETTINGS, demosaic_algorithm=rawpy.DemosaicAlgorithm.LINEAR)
     with open_raw(path) as raw:
-        _, (top, left), (h, w) = bayer_crop(raw, path)
-        return raw.postprocess(**settings)[top : top + h, left : left + w]
+        h, w = raw.raw_image_visible.shape
+        return raw.postprocess(**settings)[:h, :w]
 
 
 def _psnr_against_libraw(path: Path) -> float:

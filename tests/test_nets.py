@@ -122,3 +122,30 @@ def test_content_hash_changes_with_any_weight():
 def test_config_round_trips_through_dict():
     c = preset_config("rbn-lite", lambdas=(0.013,))
     assert RBNConfig.from_dict(c.to_dict()) == c
+
+
+def test_rbn_keeps_compressais_compression_model_contract(tiny_weights):
+    """compressai's tooling can drive RBN as any of its models: forward gives out["x_hat"] and
+    out["likelihoods"]; compress/decompress code an image; a fresh network loads a state dict
+    whose CDF tables it did not have yet (load_state_dict resizes the buffers)."""
+    from compressai.models import CompressionModel
+
+    from rawbit.nets.registry import load_model
+
+    model = load_model(tiny_weights).model
+    assert isinstance(model, CompressionModel) and float(model.aux_loss()) >= 0
+    x, wb, ccm = torch.rand(1, 4, 64, 64), torch.ones(1, 4), torch.eye(3)[None]
+    with torch.no_grad():  # the registry's shared model has met inference mode elsewhere
+        out = model(x, 1, wb, ccm)
+    assert out["x_hat"].shape == (1, 3, 128, 128) and set(out["likelihoods"]) == {"y", "z"}
+    coded = model.compress(x, 1, wb, ccm)
+    assert len(coded["strings"]) == 3 and all(len(s) == 1 and s[0] for s in coded["strings"])
+    decoded = model.decompress(coded["strings"], coded["shape"], 1, wb, ccm)["x_hat"]
+    assert decoded.shape == (1, 3, 128, 128) and torch.isfinite(decoded).all()
+    fresh = RBN(model.config)
+    cdf = "latent_codec.hyper.entropy_bottleneck._quantized_cdf"
+    assert fresh.state_dict()[cdf].numel() == 0  # an untrained network has no tables yet
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.state_dict()[cdf], model.state_dict()[cdf])
+    again = fresh.decompress(coded["strings"], coded["shape"], 1, wb, ccm)["x_hat"]
+    assert torch.equal(again, decoded)

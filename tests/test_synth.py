@@ -9,8 +9,8 @@ import rawpy
 from rawbit.data.dng import CFA_PATTERNS, write_dng
 from rawbit.data.synth import synthesize_dng, synthesize_folder
 from rawbit.errors import RawReadError
-from rawbit.raw import read_raw
-from rawbit.bench.metrics import psnr as _psnr
+from rawbit.raw import pad_mosaic, read_raw
+from rawbit.metrics import psnr as _psnr
 from rawbit.render import reference_rendering
 
 _MATRIX = [[0.6722, -0.0635, -0.0963], [-0.4287, 1.2460, 0.2028], [-0.0908, 0.2162, 0.5668]]
@@ -53,18 +53,19 @@ def test_write_dng_round_trip_through_rawpy(tmp_path):
 def test_all_cfa_phases_pack_to_rggb(tmp_path, cfa):
     path = tmp_path / f"{cfa}.dng"
     black, white = 512, 4095
-    mosaic = _mosaic()
+    mosaic = _mosaic(63, 95)  # odd sizes too: the photo must come back whole
     write_dng(path, mosaic, cfa=cfa, black_level=black, white_level=white,
               as_shot_neutral=[0.5, 1.0, 0.7], color_matrix=_MATRIX)
     image = read_raw(path)
     assert image.meta.cfa == cfa
-    top, left = image.crop
-    assert cfa[2 * top + left] == "R"  # the crop starts on a red photosite
-    h, w = image.size
-    expected = (mosaic[top : top + h, left : left + w].astype(np.float32) - black) / (white - black)
+    top, left = image.pad
+    assert image.size == mosaic.shape  # nothing of the photo is cut
+    assert image.coded_size == (64, 96)  # padded to start on red and to even sizes
+    padded = pad_mosaic(mosaic, image.pad)
+    expected = (padded.astype(np.float32) - black) / (white - black)
     for i, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
         np.testing.assert_allclose(image.packed[i], expected[dy::2, dx::2], atol=1e-6)
-    assert reference_rendering(path).shape[:2] == (h, w)
+    assert reference_rendering(path).shape[:2] == image.size
 
 
 @pytest.mark.parametrize("noise, threshold", [(False, 50.0), (True, 24.0)])

@@ -13,8 +13,11 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY_TRAIN, write_test_dng
-from rawbit.data.dataset import Sample, find_raw_files, load_sample, random_patch, split_of, unpack
-from rawbit.train.loop import load_checkpoint, load_config, train
+from rawbit.data.dataset import Sample, load_sample, random_patch, split_of
+from rawbit.raw import find_raw_files, unpack
+from rawbit.train.checkpoints import load_checkpoint
+from rawbit.train.config import load_config
+from rawbit.train.loop import train
 
 
 def _traceable_sample(h: int = 40, w: int = 48) -> Sample:
@@ -143,7 +146,7 @@ def test_existing_run_needs_resume(tmp_path, photo_folder):
 
     cfg = load_config("cpu", {**TINY_TRAIN, "steps": 2})
     train(cfg, [photo_folder], tmp_path / "r", device="cpu", progress=False)
-    with pytest.raises(RawbitError, match="--resume"):
+    with pytest.raises(RawbitError, match="already holds a run: resume it"):
         train(cfg, [photo_folder], tmp_path / "r", device="cpu", progress=False)
 
 
@@ -243,7 +246,7 @@ def test_init_refuses_a_different_network(tmp_path):
 
 def test_rate_weights_steer_which_lambdas_are_trained():
     from rawbit.errors import RawbitError
-    from rawbit.train.loop import _rate_weights
+    from rawbit.train.config import rate_weights as _rate_weights
 
     assert _rate_weights({"lambdas": [1, 2]}) is None
     np.testing.assert_allclose(_rate_weights({"lambdas": [1, 2, 3], "lambda_weights": [3, 1, 0]}),

@@ -15,12 +15,12 @@ from typing import Callable, Sequence
 
 
 from ..api import reference
-from ..data.dataset import find_raw_files
+from ..raw import find_raw_files
 from ..errors import RawbitError
 from ..files import file_sha256, write_atomic
 from .codecs import Codec
 from .measure import measure
-from .metrics import bpp, ms_ssim, psnr
+from ..metrics import bpp, ms_ssim, psnr
 
 # Bump when a metric's definition changes: every cached point then becomes stale.
 BENCH_VERSION = 1

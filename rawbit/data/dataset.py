@@ -7,21 +7,16 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
 from ..errors import RawbitError
 from ..files import atomic_writer, file_sha256
-from ..raw import orient, read_raw
+from ..raw import find_raw_files, orient, pack, pad_mosaic, read_raw, unpack
 from ..render import RENDER_SETTINGS, reference_rendering
 
-RAW_EXTENSIONS = {
-    ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".kdc", ".dcr",
-    ".orf", ".rw2", ".raf", ".pef", ".srw", ".raw", ".3fr", ".erf", ".mef", ".mos", ".x3f", ".iiq",
-}  # fmt: skip
 # Bump when packing changes: part of the cache key, as are the render settings.
-_PACKING_VERSION = 2
+_PACKING_VERSION = 3  # 3: mosaics padded to RGGB, not cropped
 SPLITS = {"train": (0, 80), "val": (80, 85), "test": (85, 100)}
 
 
@@ -34,21 +29,6 @@ class Sample:
     srgb: np.ndarray  # (2h, 2w, 3) uint8
     wb: np.ndarray  # (4,) float32
     cam_to_srgb: np.ndarray  # (3, 3) float32
-
-
-def find_raw_files(paths: Iterable[str | Path] | str | Path) -> list[Path]:
-    """Files as given plus the RAW files found (recursively, sorted) in folders; each once."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in RAW_EXTENSIONS)
-        elif p.is_file():
-            found.append(p)
-        else:
-            raise RawbitError(f"{p}: no such file or folder")
-    return list(dict.fromkeys(found))
 
 
 def split_of(path: Path) -> str:
@@ -71,7 +51,9 @@ def load_sample(path: Path, cache_dir: Path | None) -> Sample:
         packed = z["packed"].astype(np.float32) / 65535.0
         return Sample(path.name, packed, z["srgb"], z["wb"], z["cam_to_srgb"])
     raw = read_raw(path)
-    srgb = reference_rendering(path)
+    # The target covers the padded mosaic as the packed planes do; the few added rows/columns
+    # mirror the photo's edge, as the padded photosites mirror the sensor's.
+    srgb = pad_mosaic(reference_rendering(path), raw.pad)
     wb = np.asarray(raw.meta.wb, dtype=np.float32)
     ccm = np.asarray(raw.meta.cam_to_srgb, dtype=np.float32)
     # 16-bit storage: finer than any sensor's ADC, a quarter of float32 on disk.
@@ -103,24 +85,6 @@ def load_split(
 
 # Colour label of each photosite in an RGGB tile: R=0, G1=1, G2=2, B=3.
 _RGGB_LABELS = np.array([[0, 1], [2, 3]])
-
-
-def unpack(packed: np.ndarray) -> np.ndarray:
-    """(4, h, w) RGGB planes -> (2h, 2w) mosaic."""
-    _, h, w = packed.shape
-    mosaic = np.empty((2 * h, 2 * w), dtype=packed.dtype)
-    mosaic[0::2, 0::2], mosaic[0::2, 1::2] = packed[0], packed[1]
-    mosaic[1::2, 0::2], mosaic[1::2, 1::2] = packed[2], packed[3]
-    return mosaic
-
-
-def pack(mosaic: np.ndarray) -> np.ndarray:
-    """(2h, 2w) mosaic whose top-left photosite is red -> (4, h, w) planes by tile position.
-
-    Planes follow position in the 2x2 tile (R, top-right G, bottom-left G, B), not which green it
-    was before a transpose: geometry is what the network learns demosaicking from.
-    """
-    return np.stack([mosaic[0::2, 0::2], mosaic[0::2, 1::2], mosaic[1::2, 0::2], mosaic[1::2, 1::2]])
 
 
 def random_patch(

@@ -49,8 +49,6 @@ def write_dng(
         raise ValueError(f"cfa must be one of {CFA_PATTERNS}, not {cfa!r}")
     if mosaic.ndim != 2 or mosaic.dtype != np.uint16:
         raise ValueError(f"mosaic must be a 2-D uint16 array, not {mosaic.dtype} {mosaic.shape}")
-    if mosaic.shape[0] % 2 or mosaic.shape[1] % 2:
-        raise ValueError(f"mosaic dimensions must be even, not {mosaic.shape}")
     if not 0 <= black_level < white_level <= 65535:
         raise ValueError(f"need 0 <= black_level < white_level <= 65535 ({black_level}, {white_level})")
     neutral = [float(v) for v in as_shot_neutral]

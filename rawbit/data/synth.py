@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import OutputError, RawbitError
+from ..raw import XYZ_RGB
 from .dng import CFA_PATTERNS, write_dng
 
 # XYZ (D65) -> camera matrices (DNG ColorMatrix1). The first four are the table of Brooks et al. 2019
@@ -36,10 +37,6 @@ CAMERAS: dict[str, tuple[tuple[float, ...], ...]] = {
     ),
 }
 
-# sRGB (D65) -> XYZ exactly as LibRaw's xyz_rgb, so our camera matrix is the inverse of LibRaw's.
-_XYZ_RGB = np.array(
-    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
-)
 WHITE_LEVELS = (4095, 15000, 16383)
 _EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
@@ -75,7 +72,7 @@ def inverse_smoothstep(image: np.ndarray) -> np.ndarray:
 
 def rgb_to_camera(xyz_to_cam: np.ndarray) -> np.ndarray:
     """Linear sRGB -> white-balanced camera RGB, rows summing to 1 (LibRaw's cam_xyz_coeff)."""
-    cam_rgb = np.asarray(xyz_to_cam, dtype=np.float64) @ _XYZ_RGB
+    cam_rgb = np.asarray(xyz_to_cam, dtype=np.float64) @ XYZ_RGB
     return cam_rgb / cam_rgb.sum(axis=1, keepdims=True)
 
 

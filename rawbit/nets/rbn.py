@@ -31,11 +31,13 @@ from compressai.latent_codecs import (
     HyperpriorLatentCodec,
 )
 from compressai.layers import GDN, CheckerboardMaskedConv2d, conv3x3
+from compressai.models import CompressionModel
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import RCAG, deconv3x3, pad_to_multiple, run_recording
 from .camera_input import camera_input
+from .probability import ExactProbabilityPath
 
 # The paper's lambda set for RBN (§4.1), lowest rate first; one model covers all seven.
 PAPER_LAMBDAS = (0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
@@ -74,15 +76,33 @@ class RBNConfig:
         return cls(**d)
 
 
-class RBNOutput(NamedTuple):
+@dataclass
+class RBNOutput:
     x_hat: Tensor  # (B, 3, H, W) sRGB in [0, 1]-ish, or (B, 4, H/2, W/2) RAW for output="raw"
     likelihoods: dict[str, Tensor]  # "y", "z"
     enc_features: list[Tensor]  # outputs of g_a's convolutions, for attention transfer
     dec_features: list[Tensor]  # outputs of g_s's convolutions and RCAGs
 
+    def __getitem__(self, key: str):
+        """out["x_hat"], out["likelihoods"]: compressai's forward() contract (a dict-like result)."""
+        return getattr(self, key)
 
-class RBN(nn.Module):
-    """RAWtoBit network: encoder, context+hyperprior entropy model, LiteISPNet-style decoder."""
+
+class LatentStreams(NamedTuple):
+    """The entropy-coded latent of one image: what a .rbit file carries besides its header."""
+
+    y_anchor: bytes  # first checkerboard pass of y
+    y_rest: bytes  # second pass
+    z: bytes  # hyper-latent
+
+
+class RBN(CompressionModel):
+    """RAWtoBit network: encoder, context+hyperprior entropy model, LiteISPNet-style decoder.
+
+    A compressai `CompressionModel`: `forward` (training: x_hat and likelihoods), `compress` /
+    `decompress` (bits), `update` (CDF tables), `aux_loss`, and `load_state_dict` resizing the CDF
+    buffers, so compressai's tooling treats it as any of its models. Every call takes the rate
+    point q and, for camera-aware input or the "isp" head, the photo's colour metadata."""
 
     def __init__(self, config: RBNConfig):
         super().__init__()
@@ -227,7 +247,9 @@ class RBN(nn.Module):
         base = isp.render_balanced(balanced, cam_to_srgb)
         return base + F.pixel_shuffle(out[:, 4:], 2)
 
-    def _gain(self, q: Tensor | int, inverse: bool = False) -> Tensor:
+    def gain(self, q: Tensor | int, inverse: bool = False) -> Tensor:
+        """(B, M, 1, 1) per-channel gain of rate point(s) q (0-based): y * gain is quantised with
+        step 1; the inverse gain takes y_hat back to the decoder's scale."""
         table = self.log_inv_gain if inverse else self.log_gain
         return table[q].exp().reshape(-1, self.config.latent_channels, 1, 1)
 
@@ -240,37 +262,45 @@ class RBN(nn.Module):
         enc_f: list[Tensor] | None = [] if record else None
         dec_f: list[Tensor] | None = [] if record else None
         y = self.analyze(x, wb, cam_to_srgb, enc_f)
-        out = self.latent_codec(y * self._gain(q))
-        x_hat = self.synthesize(out["y_hat"] * self._gain(q, inverse=True), dec_f, wb=wb, cam_to_srgb=cam_to_srgb)
+        out = self.latent_codec(y * self.gain(q))
+        x_hat = self.synthesize(out["y_hat"] * self.gain(q, inverse=True), dec_f, wb=wb, cam_to_srgb=cam_to_srgb)
         return RBNOutput(x_hat, out["likelihoods"], enc_f or [], dec_f or [])
 
     # --- coding (the probability path runs wherever the latent codec lives: keep it on CPU) -------
-    def compress_latent(self, y: Tensor, q: int) -> tuple[list[bytes], tuple[int, int]]:
-        """Quantise and rANS-code y: [y anchors, y non-anchors, z] strings and y's (h, w)."""
-        out = self.latent_codec.compress(y * self._gain(q))
-        y_anchor, y_rest, z = (s[0] for s in out["strings"])
-        return [y_anchor, y_rest, z], tuple(y.shape[-2:])
+    # exact=True: the integer probability path (nets/probability.py) that format-3 files are coded
+    # with; exact=False: compressai's float32 path, which files of formats 1 and 2 were written with.
+    def compress_latent(self, y: Tensor, q: int, exact: bool = True) -> tuple[LatentStreams, tuple[int, int]]:
+        """Quantise and rANS-code y (one image): its streams and y's (h, w)."""
+        if exact:
+            return LatentStreams(*ExactProbabilityPath(self.latent_codec).compress(y * self.gain(q))), tuple(y.shape[-2:])
+        out = self.latent_codec.compress(y * self.gain(q))
+        return LatentStreams(*(s[0] for s in out["strings"])), tuple(y.shape[-2:])
 
-    def decompress_latent(self, strings: list[bytes], y_size: tuple[int, int], q: int) -> Tensor:
+    def decompress_latent(self, streams: LatentStreams, y_size: tuple[int, int], q: int, exact: bool = True) -> Tensor:
         """Inverse of compress_latent: the dequantised latent the decoder's g_s consumes."""
+        streams = LatentStreams(*streams)
+        if exact:
+            y_hat = ExactProbabilityPath(self.latent_codec).decompress(list(streams), y_size)
+            return y_hat * self.gain(q, inverse=True)
         h, w = y_size
         shape = {"y": (self.config.latent_channels, h, w), "hyper": (h // 4, w // 4)}
-        y_anchor, y_rest, z = strings
-        out = self.latent_codec.decompress([[y_anchor], [y_rest], [z]], shape)
-        return out["y_hat"] * self._gain(q, inverse=True)
+        out = self.latent_codec.decompress([[streams.y_anchor], [streams.y_rest], [streams.z]], shape)
+        return out["y_hat"] * self.gain(q, inverse=True)
 
-    def aux_loss(self) -> Tensor:
-        return sum(m.loss() for m in self.modules() if isinstance(m, EntropyBottleneck))
+    @torch.inference_mode()
+    def compress(self, x: Tensor, q: int, wb: Tensor | None = None, cam_to_srgb: Tensor | None = None) -> dict:
+        """compressai's contract: one padded image (1, C, h, w) -> {"strings", "shape"}."""
+        streams, shape = self.compress_latent(self.analyze(x, wb, cam_to_srgb), q)
+        return {"strings": [[s] for s in streams], "shape": shape}
 
-    def update(self, force: bool = True) -> None:
-        """Build the CDF tables the rANS coder uses; done once when weights are exported."""
-        from compressai.models.base import get_scale_table
-
-        for m in self.modules():
-            if isinstance(m, EntropyBottleneck):
-                m.update(force=force)
-        gc = self.latent_codec["y"]["y"].gaussian_conditional
-        gc.update_scale_table(get_scale_table(), force=force)
+    @torch.inference_mode()
+    def decompress(
+        self, strings: list[list[bytes]], shape: tuple[int, int], q: int, wb: Tensor | None = None,
+        cam_to_srgb: Tensor | None = None,
+    ) -> dict:  # fmt: skip
+        """compressai's contract: {"x_hat"} from compress()'s strings and shape."""
+        y_hat = self.decompress_latent(LatentStreams(*(s[0] for s in strings)), shape, q)
+        return {"x_hat": self.synthesize(y_hat, wb=wb, cam_to_srgb=cam_to_srgb)}
 
     def pad(self, x: Tensor) -> Tensor:
         return pad_to_multiple(x, self.input_multiple)

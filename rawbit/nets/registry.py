@@ -109,7 +109,7 @@ def find_model(model_id: str, hint: str | Path | None = None) -> LoadedModel:
             continue
     raise ModelError(
         f"this file was made with model {model_id[:12]}…, which is not installed "
-        "(pass its weights with --model)"
+        "(decode it with that model's weights file)"
     )
 
 

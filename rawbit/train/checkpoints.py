@@ -8,7 +8,7 @@ import torch
 
 from ..errors import RawbitError
 from ..files import atomic_writer
-from ..nets import RBN, create_model
+from ..nets import RBN, RBNConfig, create_model
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -32,6 +32,9 @@ def model_from_checkpoint(path: Path) -> tuple[RBN, dict]:
         raise RawbitError(f"{path}: no such checkpoint")
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
-    model = create_model(cfg["model"], lambdas=tuple(cfg["lambdas"]))
+    if "rbn_config" in ckpt:
+        model = RBN(RBNConfig.from_dict(ckpt["rbn_config"]))
+    else:  # checkpoints before the resolved configuration was stored
+        model = create_model(cfg["model"], lambdas=tuple(cfg["lambdas"]))
     model.load_state_dict(ckpt["model"])
     return model, ckpt

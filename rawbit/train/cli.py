@@ -60,7 +60,8 @@ Examples:
 def train(preset, data, out, lam, model, teacher_comp, teacher_isp, init, overrides, resume, cache,
           device, export_to):
     """Train RBN on a folder of RAW photos (checkpoints, CSV log, loss plot, weights)."""
-    from .loop import export_checkpoint, load_config, parse_override, train as run
+    from .config import load_config, parse_override
+    from .loop import export_checkpoint, train as run
 
     if export_to is not None:
         model_id = export_checkpoint(out, export_to)

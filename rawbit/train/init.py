@@ -39,7 +39,7 @@ def init_from(model: RBN, source: str | Path) -> bool:
     b = replace(model.config, lambdas=()).to_dict()
     if a != b:
         diff = ", ".join(f"{k} {a[k]} vs {b[k]}" for k in a if a[k] != b[k])
-        raise RawbitError(f"--init {source}: a different network from this run's ({diff})")
+        raise RawbitError(f"starting weights {source}: a different network from this run's ({diff})")
     state = {k: v for k, v in src.state_dict().items() if k.split(".")[0] not in _GAINS}
     # The entropy models' CDF tables are rebuilt at export; a trained source has them sized already.
     state = {k: v for k, v in state.items() if not _is_cdf_table(k)}
@@ -49,9 +49,10 @@ def init_from(model: RBN, source: str | Path) -> bool:
         new_head = {k for k, v in state.items() if k not in own or own[k].shape != v.shape}
         state = {k: v for k, v in state.items() if k not in new_head}
         new_head |= {k for k in own if k.startswith("g_s.") and k not in state}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    # nn.Module's own loading: compressai's would want the CDF tables left out above.
+    missing, unexpected = torch.nn.Module.load_state_dict(model, state, strict=False)
     if unexpected or any(not (k in _GAINS or _is_cdf_table(k) or k in new_head) for k in missing):
-        raise RawbitError(f"--init {source}: weights do not fit this network ({missing + unexpected})")
+        raise RawbitError(f"starting weights {source}: they do not fit this network ({missing + unexpected})")
     with torch.no_grad():
         for name in _GAINS:
             getattr(model, name).copy_(
@@ -74,8 +75,8 @@ def fit_isp_head(model: RBN, samples, rng, n: int = 16, patch: int = 128) -> Non
     b = batch(samples, n, patch, rng, augment=False)
     x, wb, ccm = (torch.from_numpy(b[k]) for k in ("raw", "wb", "cam_to_srgb"))
     q = model.n_rates - 1
-    y = model.analyze(x, wb, ccm) * model._gain(q)
-    feats = y * model._gain(q, inverse=True)
+    y = model.analyze(x, wb, ccm) * model.gain(q)
+    feats = y * model.gain(q, inverse=True)
     for layer in model.g_s[:-1]:
         feats = layer(feats)
     target = (x * wb[:, :, None, None]).clamp(0, 1).sqrt()  # the head's plane domain

@@ -8,6 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..metrics import likelihood_bits
+
 
 class RDTerms(NamedTuple):
     loss: Tensor  # mean over the batch of bpp + lambda * 255^2 * MSE
@@ -22,8 +24,7 @@ def rd_loss(
 
     lambdas is (B,): each sample may train a different rate point of a variable-rate model.
     """
-    bits = sum(l.clamp_min(1e-9).log2().neg().flatten(1).sum(1) for l in likelihoods.values())
-    bpp = bits / n_pixels
+    bpp = likelihood_bits(likelihoods) / n_pixels
     mse = (x_hat - target).pow(2).flatten(1).mean(1)
     loss = (bpp + lambdas * 255.0**2 * mse).mean()
     return RDTerms(loss, bpp, mse)
@@ -69,6 +70,3 @@ def kd_progress(step: int, unit: str, batch_size: int, n_train: int) -> float:
         return step / 1000.0
     raise ValueError(f"unknown kd_unit {unit!r} (epoch, step, kstep)")
 
-
-def psnr(mse: Tensor) -> Tensor:
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))

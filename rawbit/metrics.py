@@ -1,11 +1,17 @@
-"""Image-quality and rate metrics, all on 8-bit sRGB against the reference rendering (DESIGN.md)."""
+"""Rate and quality metrics, the one definition used by training, bench, API and tests.
+
+bpp is a whole file's bytes x 8 over sRGB pixels (header included), or, in training, the bits the
+entropy model's likelihoods promise over the same pixels; PSNR and MS-SSIM are on 8-bit sRGB
+against the reference rendering (DESIGN.md)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import torch
 from scipy import ndimage
+from torch import Tensor
 
 # pytorch-msssim's default per-scale weights (Wang et al. 2003): five scales.
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -19,6 +25,16 @@ def bpp(nbytes: int, height: int, width: int) -> float:
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     return nbytes * 8 / (height * width)
+
+
+def likelihood_bits(likelihoods: dict[str, Tensor]) -> Tensor:
+    """(B,) bits the entropy model spends on each sample: -log2 of every latent's likelihood."""
+    return sum(l.clamp_min(1e-9).log2().neg().flatten(1).sum(1) for l in likelihoods.values())
+
+
+def psnr_from_mse(mse: Tensor) -> Tensor:
+    """PSNR in dB of an MSE on the [0, 1] scale (training's images are floats in [0, 1])."""
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
