@@ -99,7 +99,9 @@ def main() -> None:
               f"{r['same_rbit']} | {r['same_encoder_path']} | {r['decoder_path_is_encoders']} | "
               f"{r['max_pixel_diff_16bit']}, {r['pixels_differing']} |")  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        from rawbit.files import write_atomic
+
+        write_atomic(args.json, json.dumps(rows, indent=1).encode(), force=True)
     if not all(r["same_rbit"] and r["decoder_path_is_encoders"] for r in rows):
         sys.exit(1)
 

@@ -132,7 +132,9 @@ def main() -> int:
     }
     _print(report)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        from rawbit.files import write_atomic
+
+        write_atomic(args.json, json.dumps(report, indent=2).encode(), force=True)
     return 1 if failures else 0
 
 

@@ -37,23 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# LibRaw's default output curve as rawpy passes it: gamma=(2.222, 4.5) -> gamm[0] = 1 / 2.222.
-GAMMA_POWER = 1 / 2.222
-GAMMA_SLOPE = 4.5
-
-
-def _solve_gamma(pwr: float, ts: float) -> tuple[float, float]:
-    """(threshold, offset) of LibRaw's gamma_curve: 48 bisection steps for the toe's end point."""
-    bnd = [0.0, 0.0]
-    bnd[int(ts >= 1)] = 1.0
-    g2 = 0.0
-    for _ in range(48):
-        g2 = (bnd[0] + bnd[1]) / 2
-        bnd[int((pow(g2 / ts, -pwr) - 1) / pwr - 1 / g2 > -1)] = g2
-    return g2 / ts, g2 * (1 / pwr - 1)
-
-
-_TOE, _OFFSET = _solve_gamma(GAMMA_POWER, GAMMA_SLOPE)
+from .raw import GAMMA_OFFSET as _OFFSET, GAMMA_POWER, GAMMA_SLOPE, GAMMA_TOE as _TOE
 
 
 def gamma_curve(x: Tensor) -> Tensor:

@@ -21,6 +21,28 @@ _R, _G, _B, _G2 = 0, 1, 2, 3
 # area so that the mosaic starts on red (RGGB).
 _PAD_FOR_PATTERN = {"RGGB": (0, 0), "GRBG": (0, 1), "GBRG": (1, 0), "BGGR": (1, 1)}
 
+# LibRaw's default output curve as rawpy passes it: gamma=(2.222, 4.5), a BT.709-like power 1/2.222
+# with a linear toe of slope 4.5. LibRaw's gamma_curve finds where the toe ends by 48 bisection steps
+# (the two segments meet with equal slope), so its constants are not the textbook 0.018 / 0.099.
+GAMMA_POWER = 1 / 2.222
+GAMMA_SLOPE = 4.5
+
+
+def _solve_gamma(pwr: float, ts: float) -> tuple[float, float]:
+    """(threshold, offset) of LibRaw's gamma_curve, found as LibRaw finds them."""
+    lo, hi = 0.0, 1.0
+    g2 = 0.0
+    for _ in range(48):
+        g2 = (lo + hi) / 2
+        if ((g2 / ts) ** -pwr - 1) / pwr - 1 / g2 > -1:
+            hi = g2
+        else:
+            lo = g2
+    return g2 / ts, g2 * (1 / pwr - 1)
+
+
+GAMMA_TOE, GAMMA_OFFSET = _solve_gamma(GAMMA_POWER, GAMMA_SLOPE)
+
 # sRGB (D65) -> XYZ, as LibRaw's xyz_rgb; used to turn a camera's XYZ->camera matrix into camera->sRGB
 # (here, and in the synthetic DNGs, whose matrices must invert to LibRaw's).
 XYZ_RGB = np.array(

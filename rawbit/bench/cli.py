@@ -48,7 +48,9 @@ def _split(text: str) -> list[str]:
 @click.option("--models", default="default", show_default=True,
               help="Comma-separated rawbit models ('' or none: only standard codecs).")
 @click.option("--codecs", default="jpeg,webp,avif,jxl", show_default=True,
-              help="Comma-separated standard codecs: jpeg, webp, avif, jxl ('' for none).")
+              help="Comma-separated codecs: jpeg, webp, avif, jxl (LibRaw's rendering saved by Pillow), "
+                   "dng-jxl (the sensor planes in JPEG XL, as lossy DNG 1.7 holds them, rendered by "
+                   "LibRaw); '' for none.")
 @click.option("--anchor", default="jpeg", show_default=True,
               help="Codec (or model) that BD-rate and BD-PSNR are measured against.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device for the models.")

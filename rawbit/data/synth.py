@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import OutputError, RawbitError
-from ..raw import XYZ_RGB
+from ..raw import GAMMA_OFFSET, GAMMA_POWER, GAMMA_SLOPE, GAMMA_TOE, XYZ_RGB
 from .dng import CFA_PATTERNS, write_dng
 
 # XYZ (D65) -> camera matrices (DNG ColorMatrix1). The first four are the table of Brooks et al. 2019
@@ -41,20 +41,7 @@ WHITE_LEVELS = (4095, 15000, 16383)
 _EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
-def _libraw_gamma_params(power: float = 1 / 2.222, slope: float = 4.5) -> tuple[float, float]:
-    """Threshold and offset of LibRaw's gamma_curve (rawpy's default gamma), found as LibRaw does."""
-    lo, hi = 0.0, 1.0
-    for _ in range(48):  # LibRaw bisects for the knee where the linear and power parts join smoothly
-        g2 = (lo + hi) / 2
-        if ((g2 / slope) ** -power - 1) / power - 1 / g2 > -1:
-            hi = g2
-        else:
-            lo = g2
-    return g2 / slope, g2 * (1 / power - 1)
-
-
-_KNEE, _OFFSET = _libraw_gamma_params()
-_POWER, _SLOPE = 1 / 2.222, 4.5
+_KNEE, _OFFSET, _POWER, _SLOPE = GAMMA_TOE, GAMMA_OFFSET, GAMMA_POWER, GAMMA_SLOPE
 
 
 def inverse_gamma(encoded: np.ndarray) -> np.ndarray:
