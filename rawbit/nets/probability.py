@@ -44,7 +44,8 @@ ACT_FRAC = 16  # activations are integers times 2**-16
 ACT_LIMIT = 2.0**30  # |integer activation|, i.e. |value| <= 2**14
 MAX_SHIFT = 24  # weights at most 2**-24 fine: far below what a float32 network resolves
 _EXACT = 2.0**53  # float64 holds every integer below this exactly
-# Latent rows per band of the context convolution: bounds its im2col buffer (~200 MB at 12 MP).
+# Latent rows per band of the context convolution (half as many rows of each anchor phase): bounds
+# its im2col buffer whatever the photo's size; the sums, exact, do not depend on it.
 BAND_ROWS = 32
 
 
@@ -272,8 +273,7 @@ class ExactProbabilityPath(nn.Module):
 
     @staticmethod
     def _in_bands(x: Tensor, conv) -> Tensor:
-        """A 3x3 convolution (rows unpadded by `conv` itself) over bands of rows with a 1-row halo:
-        bounds the im2col buffer (~100 MB at 12 MP) whatever the photo's size."""
+        """A 3x3 convolution (rows unpadded by `conv` itself) over bands of rows with a 1-row halo."""
         h, rows = x.shape[-2], BAND_ROWS // 2
         out = []
         for a in range(0, h, rows):
