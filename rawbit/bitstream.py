@@ -265,11 +265,7 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         problem = colour_problem(wb, cam_to_srgb)
         if problem:
             raise _damaged(name, problem)
-    if max_pixels is not None and pixels > max_pixels:
-        raise BitstreamError(
-            f"{name}: a {h.width}×{h.height} image ({pixels} pixels) is over the decoder's limit of "
-            f"{max_pixels} pixels (the limit can be raised for a photo this large)"
-        )
+    check_pixel_limit(h.height, h.width, max_pixels, name)
     return RbitHeader(
         version=version,
         model_id=h.model_id.hex(),
@@ -288,6 +284,16 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         wb=wb,
         cam_to_srgb=cam_to_srgb,
     )
+
+
+def check_pixel_limit(height: int, width: int, max_pixels: int | None, name: str = "input") -> None:
+    """Refuse an image of more than `max_pixels` pixels (None: no limit) before anything is allocated."""
+    pixels = height * width
+    if max_pixels is not None and pixels > max_pixels:
+        raise BitstreamError(
+            f"{name}: a {width}×{height} image ({pixels} pixels) is over the decoder's limit of "
+            f"{max_pixels} pixels (the limit can be raised for a photo this large)"
+        )
 
 
 def _latent_fits(height: int, width: int, lh: int, lw: int, stride: int) -> bool:

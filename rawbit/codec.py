@@ -151,12 +151,7 @@ def check_decodable(f: RbitFile, model: RBN, name: str = "input", max_pixels: in
 
     bitstream.parse has checked each field's own range; here the model decides the rest: its rate
     points, its latent size for this image size (stride and padding), whether it needs colour."""
-    pixels = f.height * f.width
-    if max_pixels is not None and pixels > max_pixels:
-        raise BitstreamError(
-            f"{name}: a {f.width}×{f.height} image ({pixels} pixels) is over the decoder's limit of "
-            f"{max_pixels} pixels (the limit can be raised for a photo this large)"
-        )
+    bitstream.check_pixel_limit(f.height, f.width, max_pixels, name)  # an RbitFile may come unparsed
     if model.config.output == "raw":
         raise ModelError(f"{name}: this model decodes to packed RAW (a compression teacher), not to photos")
     if not 1 <= f.quality <= model.n_rates:

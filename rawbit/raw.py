@@ -264,29 +264,25 @@ def read_raw(path: str | Path) -> RawImage:
     with open_raw(path) as raw:
         cfa, pad = bayer_pattern(raw, path)
         size = tuple(raw.raw_image_visible.shape)
-        mosaic = pad_mosaic(raw.raw_image_visible.astype(np.float32), pad)
-        colors = pad_mosaic(raw.raw_colors_visible, pad)[:2, :2]
-        black_by_color = np.asarray(raw.black_level_per_channel, dtype=np.float32)
+        planes = pack(pad_mosaic(raw.raw_image_visible.astype(np.float32), pad))
+        # LibRaw's colour index of each packed plane (R, G1, G2, B after the padding)
+        colors = pack(pad_mosaic(raw.raw_colors_visible, pad)[:2, :2])[:, 0, 0]
+        black = np.asarray(raw.black_level_per_channel, dtype=np.float32)[colors]
         white = float(raw.white_level)
-        planes, blacks = [], []
-        for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):  # R, G1, G2, B after the padding
-            black = black_by_color[colors[dy, dx]]
-            plane = (mosaic[dy::2, dx::2] - black) / max(white - black, 1.0)
-            planes.append(np.clip(plane, 0.0, 1.0))
-            blacks.append(float(black))
+        scale = np.maximum(white - black, np.float32(1.0))
+        packed = np.clip((planes - black[:, None, None]) / scale[:, None, None], 0.0, 1.0)
         mul = _white_balance(raw, raw.raw_image_visible, raw.raw_colors_visible)
-        wb = [float(mul[colors[dy, dx]]) for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1))]
         meta = RawMeta(
             make=make,
             model=model,
             cfa=cfa,
-            black=tuple(blacks),
+            black=tuple(float(b) for b in black),
             white=white,
-            wb=tuple(wb),
+            wb=tuple(float(mul[c]) for c in colors),
             cam_to_srgb=tuple(tuple(float(v) for v in row) for row in _cam_to_srgb(raw)),
             orientation=int(raw.sizes.flip),
         )
-    return RawImage(packed=np.stack(planes).astype(np.float32), pad=pad, size=size, meta=meta)
+    return RawImage(packed=packed.astype(np.float32), pad=pad, size=size, meta=meta)
 
 
 def camera_name(path: str | Path) -> tuple[str, str]:

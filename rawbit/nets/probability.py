@@ -79,18 +79,16 @@ class FixedConv(nn.Module):
         acc = self.accumulate_int64(a) if _KERNEL == "int64" else self.accumulate(a)
         return acc.mul_(2.0**-self.shift).round_()  # in place: these tensors are large, float64
 
-    def accumulate(self, a: Tensor, padding: tuple[int, int] | None = None) -> Tensor:
+    def accumulate(self, a: Tensor) -> Tensor:
         """The layer's integer sums, in float64 (exact: see the module's note)."""
-        padding = self.padding if padding is None else padding
         if self.transposed:
-            return F.conv_transpose2d(a, self.weight, self.bias, self.stride, padding, self.output_padding)
-        return F.conv2d(a, self.weight, self.bias, self.stride, padding)
+            return F.conv_transpose2d(a, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+        return F.conv2d(a, self.weight, self.bias, self.stride, self.padding)
 
-    def accumulate_int64(self, a: Tensor, padding: tuple[int, int] | None = None) -> Tensor:
+    def accumulate_int64(self, a: Tensor) -> Tensor:
         """The same sums by a different kernel: int64 arithmetic (im2col + integer matmul), the
         reference the float64 path is checked against (tests, benchmarks/determinism.py)."""
-        padding = self.padding if padding is None else padding
-        weight, stride = self.weight, self.stride
+        weight, stride, padding = self.weight, self.stride, self.padding
         if self.transposed:  # = a stride-1 convolution of the zero-stuffed input, kernel flipped
             n, c, h, w = a.shape
             kh, kw = weight.shape[-2:]
@@ -211,9 +209,10 @@ class ExactProbabilityPath(nn.Module):
         strings: list[bytes] = []
 
         def code(i: int, indexes: Tensor, means: Tensor) -> Tensor:
-            [s] = self.gaussian.compress(halves[i], indexes, means)
+            symbols = torch.round(halves[i] - means)  # compressai's quantize(..., "symbols", means)
+            [s] = self.gaussian.compress(symbols, indexes)  # integers: its own rounding keeps them
             strings.append(s)
-            return torch.round(halves[i] - means) + means  # what the decoder will rebuild
+            return symbols + means  # what the decoder will rebuild
 
         self._checkerboard(params, code)
         return [strings[0], strings[1], z_strings[0]]
