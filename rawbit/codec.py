@@ -99,6 +99,9 @@ def encode_raw(
 ) -> RbitFile:  # fmt: skip
     """Code one packed RAW photo at a rate point (1-based), as a format-3 file: colour metadata in
     the header, the probability path in exact integers (nets/probability.py)."""
+    if not hasattr(model, "compress_latent"):
+        raise ModelError("this model renders RAW photos without compressing them (an ISP-Net); "
+                         "code with a codec such as the default or a cascade")
     q = check_quality(model, quality)
     if model.config.input == "srgb":
         raise RawbitError("this model encodes sRGB images, not RAW photos")

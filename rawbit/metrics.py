@@ -28,7 +28,10 @@ def bpp(nbytes: int, height: int, width: int) -> float:
 
 
 def likelihood_bits(likelihoods: dict[str, Tensor]) -> Tensor:
-    """(B,) bits the entropy model spends on each sample: -log2 of every latent's likelihood."""
+    """(B,) bits the entropy model spends on each sample: -log2 of every latent's likelihood
+    (a zero that broadcasts, for a network without an entropy model such as an ISP-Net)."""
+    if not likelihoods:
+        return torch.zeros(())
     return sum(l.clamp_min(1e-9).log2().neg().flatten(1).sum(1) for l in likelihoods.values())
 
 

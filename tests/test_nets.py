@@ -7,6 +7,8 @@ import torch
 
 from rawbit.errors import ModelError
 from rawbit.nets import RBN, RBNConfig, create_model, list_presets
+from rawbit.nets.cascade import Cascade
+from rawbit.nets.isp_net import ISPNet
 from rawbit.nets.registry import preset_config, resolve
 from rawbit.nets.weights import content_hash, export, load
 
@@ -14,8 +16,8 @@ from rawbit.nets.weights import content_hash, export, load
 @pytest.mark.parametrize("name", list_presets())
 def test_every_preset_builds_the_class_and_config_it_names(name):
     model = create_model(name)
-    assert type(model) is RBN and model.config == preset_config(name)
-    assert model.config.arch == "rbn"
+    assert model.config == preset_config(name)
+    assert type(model) is {"rbn": RBN, "isp-net": ISPNet, "cascade": Cascade}[model.config.arch]
     # Checked against what each name promises, written out here rather than read from the preset
     # file, so two presets swapped (or a preset edited by mistake) fail.
     expected = PRESET_PROMISES[name]
@@ -34,6 +36,18 @@ PRESET_PROMISES = {
     "rbn-tiny": dict(input="camera", output="srgb", latent_channels=32, latent_stride=32, rcag_levels=5),
     "teacher-comp-paper": dict(input="plain", output="raw", latent_channels=192, latent_stride=32, rcag_levels=5),
     "teacher-isp-paper": dict(input="srgb", output="srgb", latent_channels=192, latent_stride=32, rcag_levels=5),
+    # Matched to rbn-lite layer for layer (attention transfer pairs equal spatial sizes).
+    "teacher-comp-lite": dict(input="camera", output="raw", latent_channels=192, latent_stride=16, rcag_levels=3),
+    "teacher-isp-lite": dict(input="srgb", output="srgb", latent_channels=128, latent_stride=16, rcag_levels=3),
+    # The paper's baselines at rbn-lite's widths: GDN decoders without RCAGs (mbt2018's layout).
+    "us-lite": dict(input="camera", output="srgb", latent_channels=128, latent_stride=16, rcag_levels=0),
+    "comp-net-lite": dict(input="srgb", output="srgb", latent_channels=128, latent_stride=16, rcag_levels=0),
+    "us-tiny": dict(input="camera", output="srgb", latent_channels=32, latent_stride=32, rcag_levels=0),
+    "comp-net-tiny": dict(input="srgb", output="srgb", latent_channels=32, latent_stride=32, rcag_levels=0),
+    "isp-net-lite": dict(input="camera", output="srgb", latent_stride=1),
+    "isp-net-tiny": dict(input="camera", output="srgb", latent_stride=1),
+    "cs-lite": dict(input="camera", output="srgb", latent_stride=16),
+    "cs-tiny": dict(input="camera", output="srgb", latent_stride=32),
 }
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from ..errors import ModelError
 from . import weights
-from .rbn import RBN, RBNConfig
+from .architectures import build, config_from_dict
+from .rbn import RBN
 
 _PRESETS: dict[str, dict] = json.loads((Path(__file__).with_name("presets.json")).read_text())
-_ARCHITECTURES = {"rbn": (RBN, RBNConfig)}
 
 # What `rawbit encode` uses without --model (a file models/<name>.safetensors).
 DEFAULT_MODEL = "rbn-lite"
@@ -35,20 +35,21 @@ def list_presets() -> list[str]:
     return sorted(_PRESETS)
 
 
-def preset_config(name: str, **overrides) -> RBNConfig:
-    """The config a preset names, with overrides (e.g. lambdas=(0.013,))."""
+def preset_config(name: str, **overrides):
+    """The config a preset names, with overrides (e.g. lambdas=(0.013,)). A cascade's parts may be
+    named by their own presets."""
     if name not in _PRESETS:
         raise ModelError(f"unknown architecture preset {name!r}{_suggest(name, _PRESETS)}")
     d = dict(_PRESETS[name], **overrides)
-    _, config_cls = _ARCHITECTURES[d.get("arch", "rbn")]
-    return config_cls.from_dict(d)
+    for part in ("isp", "comp"):
+        if isinstance(d.get(part), str):
+            d[part] = dict(_PRESETS[d[part]])
+    return config_from_dict(d)
 
 
 def create_model(name: str, **overrides) -> RBN:
     """A freshly initialised network for a preset name."""
-    config = preset_config(name, **overrides)
-    model_cls, _ = _ARCHITECTURES[config.arch]
-    return model_cls(config)
+    return build(preset_config(name, **overrides))
 
 
 def list_models() -> dict[str, Path]:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save as safetensors_bytes
 from torch import nn
 
 from ..errors import ModelError
+from .isp_net import ISPNetConfig
 from .rbn import RBN, RBNConfig
 
 FORMAT = "rawbit-weights/2"  # model_id covers tensors and configuration; tensors_id recorded too
@@ -191,7 +192,7 @@ def load(path: str | Path) -> tuple[RBN, str]:
     if content_hash(state) != ids.legacy_id:
         raise ModelError(f"{path}: weights do not match their recorded id (damaged file?)")
     model = _build(ids.config, path)
-    _resize_cdf_buffers(model, state)
+    resize_cdf_buffers(model, state)
     _check_rebuilds(model, state, path)
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -201,17 +202,30 @@ def load(path: str | Path) -> tuple[RBN, str]:
 
 
 def _build(config: dict, path) -> RBN:
+    from .architectures import build, config_from_dict
+
     try:
-        cfg = RBNConfig.from_dict(config)
+        cfg = config_from_dict(config)
+        sizes_ok = _sizes_in_range(cfg)
     except (TypeError, ValueError) as e:
         raise ModelError(f"{path}: its configuration does not describe an RBN ({_short(e)})") from e
-    sizes = [cfg.enc_channels, cfg.latent_channels, cfg.hyper_channels, *cfg.dec_channels]
-    if not all(isinstance(v, int) and 0 < v <= _MAX_CHANNELS for v in sizes) or not 0 < len(cfg.lambdas) <= 255:
+    if not sizes_ok:
         raise ModelError(f"{path}: its configuration does not describe an RBN (sizes out of range)")
     try:
-        return RBN(cfg)
+        return build(cfg)
     except Exception as e:  # noqa: BLE001 - any way a configuration fails to build is one line
         raise ModelError(f"{path}: its configuration does not build a network ({_short(e)})") from e
+
+
+def _sizes_in_range(cfg) -> bool:
+    """Channel counts and rate points a file may ask for: a damaged one must not allocate terabytes."""
+    if cfg.arch == "cascade":
+        return _sizes_in_range(ISPNetConfig.from_dict(cfg.isp)) and _sizes_in_range(RBNConfig.from_dict(cfg.comp))
+    if isinstance(cfg, ISPNetConfig):
+        sizes = list(cfg.channels)
+    else:
+        sizes = [cfg.enc_channels, cfg.latent_channels, cfg.hyper_channels, *cfg.dec_channels]
+    return all(isinstance(v, int) and 0 < v <= _MAX_CHANNELS for v in sizes) and 0 < len(cfg.lambdas) <= 255
 
 
 def _check_rebuilds(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:
@@ -228,7 +242,7 @@ def _check_rebuilds(model: nn.Module, state: dict[str, torch.Tensor], path) -> N
         raise ModelError(f"{path}: its configuration does not rebuild its tensors ({'; '.join(problems)})")
 
 
-def _resize_cdf_buffers(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+def resize_cdf_buffers(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     # compressai's CDF buffers are created empty and sized by update(); size them to the stored ones.
     for name, buf in list(model.named_buffers()):
         if name in state and buf.shape != state[name].shape:

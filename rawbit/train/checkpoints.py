@@ -8,7 +8,9 @@ import torch
 
 from ..errors import RawbitError
 from ..files import atomic_writer
-from ..nets import RBN, RBNConfig, create_model
+from ..nets import RBN, create_model
+from ..nets.architectures import build
+from ..nets.weights import resize_cdf_buffers
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -33,8 +35,9 @@ def model_from_checkpoint(path: Path) -> tuple[RBN, dict]:
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
     if "rbn_config" in ckpt:
-        model = RBN(RBNConfig.from_dict(ckpt["rbn_config"]))
+        model = build(ckpt["rbn_config"])
     else:  # checkpoints before the resolved configuration was stored
         model = create_model(cfg["model"], lambdas=tuple(cfg["lambdas"]))
+    resize_cdf_buffers(model, ckpt["model"])
     model.load_state_dict(ckpt["model"])
     return model, ckpt

@@ -13,7 +13,12 @@ PRESET_DIR = Path(__file__).with_name("presets")
 # Keys a preset may leave out: teachers, data, starting weights (--init), per-rate sampling weights
 # (uniform when absent) and the 1-based rate points validated (lowest, middle, highest when absent).
 # (name -> an example of its type).
-_OPTIONAL_KEYS = {"teacher_comp": "", "teacher_isp": "", "data": [], "init": "", "lambda_weights": [], "val_qualities": []}
+# max_cpu_min: stop once the process has used this many CPU-minutes (0: no budget); kd_attention:
+# "signed" (eq. 1, the default) or "abs" (the paper's |.| ablation); freeze: parts of the network
+# left as they are (e.g. ["comp"]: CS+JT).
+_OPTIONAL_KEYS = {"teacher_comp": "", "teacher_isp": "", "data": [], "init": "", "lambda_weights": [],
+                  "val_qualities": [], "max_cpu_min": 0.0, "kd_attention": "signed",
+                  "freeze": []}
 
 
 def _check_type(key: str, value, example) -> None:

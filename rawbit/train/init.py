@@ -17,6 +17,7 @@ import torch
 
 from ..errors import RawbitError
 from ..nets import RBN, load_model
+from ..nets.weights import resize_cdf_buffers
 from .checkpoints import model_from_checkpoint
 
 _GAINS = ("log_gain", "log_inv_gain")
@@ -33,8 +34,16 @@ def load_source(source: str | Path) -> RBN:
 def init_from(model: RBN, source: str | Path) -> bool:
     """Load `source`'s weights into `model` (same architecture), mapping rate gains by lambda.
 
-    Returns whether the decoder head is new (the source decodes to another output)."""
+    Returns whether the decoder head is new (the source decodes to another output). Networks
+    other than RBN (an ISP-Net, a cascade) start from weights of exactly their own configuration."""
     src = load_source(source)
+    if not isinstance(model, RBN) or not isinstance(src, RBN):
+        if src.config.to_dict() != model.config.to_dict():
+            raise RawbitError(f"starting weights {source}: a different network from this run's")
+        state = src.state_dict()
+        resize_cdf_buffers(model, state)
+        model.load_state_dict(state)
+        return False
     a = replace(src.config, lambdas=(), output=model.config.output).to_dict()
     b = replace(model.config, lambdas=()).to_dict()
     if a != b:

@@ -23,7 +23,7 @@ from ..nets.weights import export
 from .checkpoints import CHECKPOINT, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import lr_at, rate_weights
 from .distill import kd_loss, load_teachers
-from .evaluate import evaluate, forward_batch
+from .evaluate import evaluate, forward_batch, packed_multiple
 from .init import fit_isp_head, init_from
 from .log import TrainLog
 from ..metrics import psnr_from_mse as psnr
@@ -71,23 +71,32 @@ def train(
     # model and optimisers (seeded: two runs of one config start from the same weights)
     torch.manual_seed(cfg["seed"])
     model = create_model(cfg["model"], lambdas=tuple(cfg["lambdas"])).to(dev)
-    if cfg["patch"] % model.input_multiple:
-        raise RawbitError(f"patch must be a multiple of {model.input_multiple} RAW pixels for {cfg['model']}, not {cfg['patch']}")
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    opt = torch.optim.Adam(main_params, lr=cfg["lr"])
-    aux_opt = torch.optim.Adam(aux_params, lr=cfg["aux_lr"])
+    multiple = packed_multiple(model)
+    if cfg["patch"] % multiple:
+        raise RawbitError(f"patch must be a multiple of {multiple} RAW pixels for {cfg['model']}, not {cfg['patch']}")
     teachers = load_teachers(cfg, dev)
     if ckpt is None and cfg.get("init"):
         new_head = init_from(model, cfg["init"])
         if new_head and model.config.output == "isp":
             fit_isp_head(model, train_set, np.random.default_rng(cfg["seed"]))
+    for part in cfg.get("freeze") or ():  # e.g. CS+JT: the ISP-Net learns through a frozen codec
+        try:
+            model.get_submodule(part).requires_grad_(False)
+        except AttributeError:
+            raise RawbitError(f"freeze: {cfg['model']} has no part {part!r}") from None
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    aux_params = [p for n, p in trained if n.endswith(".quantiles")]
+    main_params = [p for n, p in trained if not n.endswith(".quantiles")]
+    opt = torch.optim.Adam(main_params, lr=cfg["lr"])
+    # An ISP-Net, or a frozen codec, has no entropy bottleneck to train.
+    aux_opt = torch.optim.Adam(aux_params, lr=cfg["aux_lr"]) if aux_params else None
     q_weights = rate_weights(cfg)
     step, elapsed, cpu = 0, 0.0, 0.0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
-        aux_opt.load_state_dict(ckpt["aux_opt"])
+        if aux_opt is not None:
+            aux_opt.load_state_dict(ckpt["aux_opt"])
         step, elapsed, cpu = ckpt["step"], ckpt["elapsed"], ckpt.get("cpu", 0.0)
         torch.set_rng_state(ckpt["torch_rng"])
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -103,6 +112,9 @@ def train(
     # fair even when other work shares the cores and stretches the wall clock.
     c0 = time.process_time() - cpu
     previous_sigterm = _sigterm_interrupts()
+    cpu_budget = 60.0 * cfg.get("max_cpu_min", 0)
+    if cpu_budget and world > 1:
+        raise RawbitError("max_cpu_min stops a single-process run; under torchrun each process would stop at its own time")
     running: list[tuple[float, float, float, float, float]] = []
     try:
         while step < cfg["steps"]:
@@ -123,36 +135,43 @@ def train(
             terms = rd_loss(out_s.x_hat, target, out_s.likelihoods, lambdas[q], n_pix)
             loss, kd = terms.loss, torch.zeros((), device=dev)
             if teachers:
-                kd = kd_loss(teachers, out_s, b, q, step, cfg, len(train_set))
-                loss = loss + kd
+                kd_terms = kd_loss(teachers, out_s, b, q, step, cfg, len(train_set))
+                loss, kd = loss + kd_terms.loss, kd_terms.loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg["clip_grad"]:
                 torch.nn.utils.clip_grad_norm_(main_params, cfg["clip_grad"])
             opt.step()
             aux = model.aux_loss()
-            aux_opt.zero_grad(set_to_none=True)
-            aux.backward()
-            aux_opt.step()
+            if aux_opt is not None:
+                aux_opt.zero_grad(set_to_none=True)
+                aux.backward()
+                aux_opt.step()
             step += 1
+            # A CPU-time budget ends the run as its last step would (validation, checkpoint, export):
+            # how systems are compared "at matched CPU time".
+            last = step == cfg["steps"] or (cpu_budget and time.process_time() - c0 >= cpu_budget)
 
             p = float(psnr(terms.mse.detach().mean()))
             running.append((loss.item(), terms.bpp.mean().item(), p, aux.item(), kd.item()))
             bar.update(1)
             bar.set_postfix(loss=f"{running[-1][0]:.3f}", bpp=f"{running[-1][1]:.3f}", psnr=f"{p:.2f}")
             # Flushed at every checkpoint too, so a resumed run logs the same averages.
-            if step % 50 == 0 or step % cfg["checkpoint_every"] == 0 or step == cfg["steps"]:
+            if step % 50 == 0 or step % cfg["checkpoint_every"] == 0 or last:
                 m = np.mean(running, axis=0)
                 log.write(step=step, elapsed_s=round(time.time() - t0, 1), cpu_s=round(time.process_time() - c0, 1), lr=lr_at(step - 1, cfg),
-                          loss=m[0], bpp=m[1], psnr=m[2], aux=m[3], kd=m[4])  # fmt: skip
+                          loss=m[0], bpp=m[1], psnr=m[2], aux=m[3], kd=m[4],
+                          **({"kd_k": kd_terms.k} if teachers else {}))  # fmt: skip
                 running.clear()
-            if rank == 0 and (step % cfg["val_every"] == 0 or step == cfg["steps"]):
-                v = evaluate(model, val_set, cfg, dev)
+            if rank == 0 and (step % cfg["val_every"] == 0 or last):
+                v = evaluate(model, val_set, cfg, dev, teachers)
                 log.write(step=step, elapsed_s=round(time.time() - t0, 1), cpu_s=round(time.process_time() - c0, 1), **v)
                 bar.write(f"step {step} ({(time.time() - t0) / 60:.1f} min): " +
                           ", ".join(f"{k}={v:.3f}" for k, v in v.items()), file=sys.stderr)  # fmt: skip
-            if rank == 0 and (step % cfg["checkpoint_every"] == 0 or step == cfg["steps"]):
+            if rank == 0 and (step % cfg["checkpoint_every"] == 0 or last):
                 _save(ckpt_path, model, opt, aux_opt, step, time.time() - t0, cfg, time.process_time() - c0)
+            if last:
+                break
     except KeyboardInterrupt:
         if rank == 0:
             _save(ckpt_path, model, opt, aux_opt, step, time.time() - t0, cfg, time.process_time() - c0)
@@ -185,7 +204,7 @@ def _save(path: Path, model, opt, aux_opt, step: int, elapsed: float, cfg: dict,
     # The resolved network configuration, not only the preset's name: a preset edited later must
     # not rebuild a different network from this checkpoint.
     save_checkpoint(path, {
-        "model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+        "model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict() if aux_opt is not None else {},
         "rbn_config": model.config.to_dict(), "step": step, "elapsed": elapsed, "cpu": cpu, "torch_rng": torch.get_rng_state(), "config": cfg,
     })  # fmt: skip
 

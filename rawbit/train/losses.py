@@ -30,13 +30,14 @@ def rd_loss(
     return RDTerms(loss, bpp, mse)
 
 
-def attention_map(a: Tensor) -> Tensor:
-    """Eq. 1: the signed channel sum (not |.|: these are conv outputs, not ReLUs), L2-normalised."""
-    m = a.sum(dim=1).flatten(1)
+def attention_map(a: Tensor, absolute: bool = False) -> Tensor:
+    """Eq. 1: the signed channel sum (not |.|: these are conv outputs, not ReLUs), L2-normalised.
+    `absolute`: the sum of |a| instead (Zagoruyko & Komodakis' map; the paper's ablation, Fig. 6)."""
+    m = (a.abs() if absolute else a).sum(dim=1).flatten(1)
     return m / m.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def attention_transfer(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+def attention_transfer(student: list[Tensor], teacher: list[Tensor], absolute: bool = False) -> Tensor:
     """Eq. 2 without the weights: sum over layer pairs of the mean squared map difference."""
     if len(student) != len(teacher):
         raise ValueError(f"{len(student)} student layers but {len(teacher)} teacher layers")
@@ -44,7 +45,7 @@ def attention_transfer(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
     for s, t in zip(student, teacher):
         if s.shape[-2:] != t.shape[-2:]:
             raise ValueError(f"attention maps differ in size: {tuple(s.shape)} vs {tuple(t.shape)}")
-        total = total + (attention_map(s) - attention_map(t.detach())).pow(2).mean()
+        total = total + (attention_map(s, absolute) - attention_map(t.detach(), absolute)).pow(2).mean()
     return total
 
 

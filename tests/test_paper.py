@@ -1,0 +1,146 @@
+"""The paper's systems (RAWtoBit §3–4): distillation by hand-computed values, and every baseline a codec.
+
+What a researcher relies on: the attention map and loss are eq. 1–2 exactly, the KD weight decays as
+eq. 3 with k counted in epochs of the training set, distillation pulls the student's maps towards
+the teachers', and US, CS and CS+JT write .rbit files that decode to the photo.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_TRAIN
+from rawbit import api
+from rawbit.data.dataset import load_split
+from rawbit.errors import ModelError
+from rawbit.metrics import psnr
+from rawbit.nets import create_model
+from rawbit.nets.cascade import compose
+from rawbit.nets.weights import export, load
+from rawbit.render import reference_rendering
+from rawbit.train.config import load_config
+from rawbit.train.loop import train
+from rawbit.train.losses import attention_map, attention_transfer, kd_weight
+
+
+def _log(run) -> dict[str, list[tuple[int, float]]]:
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(run / "log.csv") as f:
+        for r in csv.DictReader(f):
+            series.setdefault(r["key"], []).append((int(r["step"]), float(r["value"])))
+    return series
+
+
+# --- eq. 1-3 by hand ---------------------------------------------------------------------------------
+def test_attention_map_is_the_normalised_signed_channel_sum_and_abs_is_the_ablation():
+    # two channels over a 1x2 map: signed sum [2, 0] -> [1, 0]; |.| sum [2, 2] -> [1/sqrt2, 1/sqrt2]
+    a = torch.tensor([[[[1.0, -1.0]], [[1.0, 1.0]]]])
+    np.testing.assert_allclose(attention_map(a).numpy(), [[1.0, 0.0]], atol=1e-7)
+    np.testing.assert_allclose(attention_map(a, absolute=True).numpy(), [[0.5**0.5, 0.5**0.5]], rtol=1e-6)
+
+
+def test_attention_loss_is_the_mean_squared_difference_of_normalised_maps_summed_over_layers():
+    # student map [3, 4] -> [0.6, 0.8]; teacher [4, 3] -> [0.8, 0.6]; (0.2² + 0.2²) / 2 = 0.04 per layer
+    s = torch.tensor([[[[3.0, 4.0]]]])
+    t = torch.tensor([[[[4.0, 3.0]]]])
+    assert float(attention_transfer([s], [t])) == pytest.approx(0.04, rel=1e-6)
+    assert float(attention_transfer([s, s], [t, s])) == pytest.approx(0.04, rel=1e-6)
+    assert float(attention_transfer([s, s], [t, t])) == pytest.approx(0.08, rel=1e-6)
+    with pytest.raises(ValueError):
+        attention_transfer([s], [torch.ones(1, 1, 2, 2)])
+
+
+def test_kd_weight_follows_eq_3():
+    # 1e6 * 0.99999^(100²) = 1e6 * exp(1e4 * ln 0.99999) = 1e6 * exp(-0.1000005) = 904 836.9
+    assert kd_weight(1e6, 0.99999, 100) == pytest.approx(904_836.9, rel=1e-6)
+    assert kd_weight(1e5, 0.99999, 0) == 1e5
+    assert kd_weight(1e6, 0.99999, 263) == pytest.approx(1e6 * math.exp(-0.6917), rel=1e-3)  # ~half
+
+
+def _tiny_teachers(tmp_path):
+    comp = create_model("rbn-tiny", output="raw", lambdas=(0.0067, 0.18), latent_channels=48)
+    isp = create_model("rbn-tiny", input="srgb", lambdas=(0.0067, 0.18))
+    export(comp, tmp_path / "comp.safetensors")
+    export(isp, tmp_path / "isp.safetensors")
+    return {"teacher_comp": str(tmp_path / "comp.safetensors"), "teacher_isp": str(tmp_path / "isp.safetensors")}
+
+
+def test_training_counts_k_in_epochs_of_the_training_photos(tmp_path, photo_folder):
+    """k at step s is s * batch / (training photos): not steps, not patches, not thousands of steps."""
+    cfg = load_config("cpu", {**TINY_TRAIN, "steps": 50, **_tiny_teachers(tmp_path)})
+    train(cfg, [photo_folder], tmp_path / "kd", device="cpu", progress=False)
+    n_train = len(load_split([photo_folder], "train", None, False))
+    logged = dict(_log(tmp_path / "kd")["kd_k"])
+    assert logged[50] == pytest.approx(49 * cfg["batch_size"] / n_train, rel=1e-4)  # k of the 50th step (step 49 from 0)
+
+
+def test_distillation_pulls_the_students_attention_maps_towards_the_teachers(tmp_path, photo_folder):
+    sets = {**TINY_TRAIN, "steps": 40, "val_every": 20, "lr": 1e-3, "warmup": 0, **_tiny_teachers(tmp_path)}
+    train(load_config("cpu", sets), [photo_folder], tmp_path / "kd", device="cpu", progress=False)
+    # Before training: the validation of a zero-step run (the same seed, the same initial weights).
+    train(load_config("cpu", {**sets, "steps": 1, "lr": 0.0}), [photo_folder], tmp_path / "start",
+          device="cpu", progress=False)  # fmt: skip
+    start, end = _log(tmp_path / "start"), _log(tmp_path / "kd")
+    for key in ("val_at_enc", "val_at_dec"):
+        assert end[key][-1][1] < 0.7 * start[key][-1][1], (key, start[key], end[key])
+
+
+def test_teachers_with_zero_weight_are_measured_not_taught(tmp_path, photo_folder):
+    """Plain RBN's attention curves (Fig. 6c-d): logged at validation, no KD term in the loss."""
+    sets = {**TINY_TRAIN, "steps": 4, "val_every": 2, "kd_alpha_enc": 0, "kd_alpha_dec": 0, **_tiny_teachers(tmp_path)}
+    train(load_config("cpu", sets), [photo_folder], tmp_path / "r", device="cpu", progress=False)
+    log = _log(tmp_path / "r")
+    assert [s for s, _ in log["val_at_enc"]] == [2, 4] and all(v > 0 for _, v in log["val_at_dec"])
+    assert all(v == 0 for _, v in log["kd"])
+
+
+# --- the baselines as codecs ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def baselines(tmp_path_factory, photo_folder):
+    """US, CS and CS+JT at test size, each trained for a few seconds, as weights files."""
+    d = tmp_path_factory.mktemp("baselines")
+    base = {**TINY_TRAIN, "steps": 150, "lr": 2e-3, "warmup": 0}
+
+    def run(name, **sets):
+        return train(load_config("cpu", {**base, **sets}), [photo_folder], d / name, device="cpu", progress=False)
+
+    us = run("us", model="us-tiny")
+    isp = run("isp-net", model="isp-net-tiny", lambdas=[0.01])
+    comp = run("comp-net", model="comp-net-tiny")
+    compose(isp, comp, d / "cs.safetensors")
+    cs_jt = run("cs-jt", model="cs-tiny", init=str(d / "cs.safetensors"), freeze=["comp"], steps=20)
+    return {"us": us, "cs": d / "cs.safetensors", "cs-jt": cs_jt, "isp-net": isp}
+
+
+@pytest.mark.parametrize("system", ["us", "cs", "cs-jt"])
+def test_every_baseline_round_trips_through_rbit(system, baselines, photo_folder, tmp_path):
+    photo = sorted(photo_folder.glob("*.dng"))[0]
+    data = api.encode(photo, model=baselines[system], quality=2)
+    assert api.info(data)["model_id"] == load(baselines[system])[1]
+    png = tmp_path / "out.png"
+    png.write_bytes(api.decode_png(data, model=baselines[system]))
+    from PIL import Image
+
+    image = np.asarray(Image.open(png))
+    reference = reference_rendering(photo, oriented=True)
+    assert image.shape == reference.shape
+    flat = np.broadcast_to(reference.reshape(-1, 3).mean(0).round().astype(np.uint8), reference.shape)
+    assert psnr(reference, image) > psnr(reference, flat) + 1.0
+
+
+def test_cs_jt_trains_the_isp_net_through_a_frozen_codec(baselines):
+    cs, _ = load(baselines["cs"])
+    jt, _ = load(baselines["cs-jt"])
+    for (name, a), b in zip(cs.comp.state_dict().items(), jt.comp.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, b) for a, b in zip(cs.isp.state_dict().values(), jt.isp.state_dict().values()))
+
+
+def test_an_isp_net_alone_is_refused_as_a_codec_in_one_line(baselines, photo_folder):
+    with pytest.raises(ModelError, match="without compressing"):
+        api.encode(sorted(photo_folder.glob("*.dng"))[0], model=baselines["isp-net"])
