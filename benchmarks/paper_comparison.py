@@ -1,28 +1,24 @@
-"""The paper's comparison (RAWtoBit §4: Fig. 3, 4 and 6) reproduced at this machine's scale, in one command:
+"""The paper's comparison (RAWtoBit §4: Fig. 3, 4 and 6) at this machine's scale; so far its training part:
 
-    python benchmarks/paper_comparison.py --budget 8 --data data/synth-blur --data data/real-train \\
-        --kodak kodak-dng --real data/real-test
+    python benchmarks/paper_comparison.py --budget 8 --data data/synth-blur --data data/real-train
 
-1. train: every system that has no finished run under --runs is trained, one at a time (the two
-   cores are never split between trainings), each for the same budget of its own CPU-minutes
-   (`max_cpu_min`, the training process's CPU time: fair even when other work shares the cores),
-   from the same data and seed, preset `cpu` (lr 5e-4 after 300 warm-up steps, no step down within
-   the budget). A run stopped early is resumed, never restarted. The teachers are trained first, for
-   the same budget each; the students' budget does not include them.
-2. bench: `rawbit bench` of every codec system on the Kodak DNGs and on the real test split.
-3. report: docs/results.md: the RD table and plot (Fig. 3a), the training-loss plot (Fig. 3b),
-   error maps (Fig. 4), the ablations (Fig. 6) and the claims table.
+train: every system that has no finished run under --runs is trained, one at a time (the two
+cores are never split between trainings), each for the same budget of its own CPU-minutes
+(`max_cpu_min`, the training process's CPU time: fair even when other work shares the cores),
+from the same data and seed, preset `cpu` (lr 5e-4 after 300 warm-up steps, no step down within
+the budget). A run stopped early is resumed, never restarted. The teachers are trained first, for
+the same budget each; the students' budget does not include them. Done runs are skipped.
 
-Stages can be run alone (--stage train|bench|report); each skips what is done.
+Not written yet: the bench of every codec system on the Kodak DNGs and the real test split, and
+docs/results.md (Fig. 3a/3b, 4, 6 and the claims table); until then `--stage train` is the only stage.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +32,7 @@ class System:
     teachers: tuple[str, ...] = ()  # runs whose weights teach it (attention transfer)
     sets: tuple[str, ...] = ()  # extra --set KEY=VALUE
     codec: bool = True  # writes .rbit files (the teachers and ISP-Net do not render photos from bits)
-    compose: tuple[str, ...] = field(default=())  # runs composed into a cascade before training
+    compose: tuple[str, ...] = ()  # runs composed into a cascade before training
     trained: bool = True  # False: the composed networks as they are (CS)
 
 
@@ -119,14 +115,14 @@ def compose_cascade(s: System, runs: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", choices=["train", "bench", "report", "all"], default="all")
+    ap.add_argument("--stage", choices=["train"], default="train")
     ap.add_argument("--budget", type=float, default=8.0, help="CPU-minutes of training per system")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "paper")
     ap.add_argument("--data", type=Path, action="append", default=[])
     ap.add_argument("--only", default="", help="comma-separated system names (default: all)")
     args = ap.parse_args()
     systems = [BY_NAME[n] for n in args.only.split(",") if n] or SYSTEMS
-    if args.stage in ("train", "all"):
+    if args.stage == "train":
         train_all(systems, args.runs, args.data or [ROOT / "data/synth-blur", ROOT / "data/real-train"], args.budget)
 
 

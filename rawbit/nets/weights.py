@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save as safetensors_bytes
 from torch import nn
 
 from ..errors import ModelError
+from .architectures import build, config_from_dict
 from .isp_net import ISPNetConfig
 from .rbn import RBN, RBNConfig
 
@@ -202,8 +203,6 @@ def load(path: str | Path) -> tuple[RBN, str]:
 
 
 def _build(config: dict, path) -> RBN:
-    from .architectures import build, config_from_dict
-
     try:
         cfg = config_from_dict(config)
         sizes_ok = _sizes_in_range(cfg)

@@ -27,7 +27,7 @@ class KDTerms(NamedTuple):
 
 
 def load_teachers(cfg: dict, dev: torch.device) -> dict[str, RBN]:
-    attention_kind(cfg)  # a misspelt kind fails before the first step, not after loading
+    absolute_maps(cfg)  # a misspelt kind fails before the first step, not after loading
     teachers = {}
     for key in ("teacher_comp", "teacher_isp"):
         if cfg.get(key):
@@ -56,15 +56,16 @@ def kd_loss(teachers, out_s, b, q: Tensor, step: int, cfg: dict, n_train: int) -
     zero = out_s.x_hat.new_zeros(())
     if w_enc == 0 and w_dec == 0:  # measured at validation only: no teacher forward per step
         return KDTerms(zero, zero, zero, k)
-    at_enc, at_dec = attention_losses(teachers, out_s, b, q, attention_kind(cfg) == "abs")
+    at_enc, at_dec = attention_losses(teachers, out_s, b, q, absolute_maps(cfg))
     return KDTerms(w_enc * at_enc + w_dec * at_dec, at_enc.detach(), at_dec.detach(), k)
 
 
-def attention_kind(cfg: dict) -> str:
+def absolute_maps(cfg: dict) -> bool:
+    """Whether the attention maps are |.| sums (kd_attention "abs") rather than eq. 1's signed ones."""
     kind = cfg.get("kd_attention", "signed")
     if kind not in ("signed", "abs"):
         raise RawbitError(f"kd_attention is signed or abs, not {kind!r}")
-    return kind
+    return kind == "abs"
 
 
 def _teacher_q(teacher: RBN, q: Tensor) -> Tensor:

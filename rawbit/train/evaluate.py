@@ -32,7 +32,7 @@ def forward_batch(model, b: dict[str, Tensor], q: Tensor, record: bool = False):
 def evaluate(model: RBN, samples: list[Sample], cfg: dict, device: torch.device, teachers: dict | None = None) -> dict[str, float]:
     """Estimated bpp and PSNR on centre crops of the validation photos at low/mid/high rate; with
     teachers, the attention losses against them too (eq. 2 unweighted, averaged over rates and photos)."""
-    from .distill import attention_kind, attention_losses
+    from .distill import absolute_maps, attention_losses
 
     model.eval()
     results: dict[str, float] = {}
@@ -46,7 +46,7 @@ def evaluate(model: RBN, samples: list[Sample], cfg: dict, device: torch.device,
             qt = torch.tensor([q], device=device)
             out, target = forward_batch(model, b, qt, record=bool(teachers))
             if teachers:
-                at.append(tuple(float(a) for a in attention_losses(teachers, out, b, qt, attention_kind(cfg) == "abs")))
+                at.append(tuple(float(a) for a in attention_losses(teachers, out, b, qt, absolute_maps(cfg))))
             n = b["srgb"].shape[-1] * b["srgb"].shape[-2]
             bits = likelihood_bits(out.likelihoods).sum()
             x_hat = (out.x_hat.clamp(0, 1) * 255).round() / 255
