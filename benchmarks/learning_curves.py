@@ -10,21 +10,19 @@ the cores with other work still compare fairly.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 from collections import defaultdict
 from pathlib import Path
+
+from rawbit.train.log import read_log
 
 
 def validations(run: Path) -> list[tuple[float, int, dict[str, float]]]:
     """(CPU seconds, step, {val_psnr_qN, val_bpp_qN, ...}) of every validation of a run."""
     rows: dict[int, dict[str, float]] = defaultdict(dict)
-    with open(run / "log.csv") as f:
-        for r in csv.DictReader(f):
-            try:
-                rows[int(r["step"])][r["key"]] = float(r["value"])
-            except ValueError:
-                continue
+    for key, values in read_log(run / "log.csv").items():
+        for step, value in values:
+            rows[step][key] = value
     return [(d["cpu_s"], s, d) for s, d in sorted(rows.items()) if "cpu_s" in d and any(k.startswith("val_psnr") for k in d)]
 
 

@@ -209,11 +209,27 @@ def decode_rbit(
     x_hat = crop_to_photo(x_hat[0], f.pad, (f.height, f.width))
     if not torch.isfinite(x_hat).all():
         raise BitstreamError(f"{name}: damaged .rbit stream (the decoder's output is not finite)")
-    x_hat = x_hat.clamp(0, 1)
+    return _photo(x_hat, f.orientation, bits)
+
+
+def render_raw(raw: RawImage, model: torch.nn.Module, device: torch.device, bits: int = 8) -> np.ndarray:
+    """A rendering network's sRGB photo of a packed RAW, no bits in between (an ISP-Net: the
+    cascade's ceiling), cropped and oriented exactly like decode's output."""
+    if not hasattr(model, "render"):
+        raise ModelError("this model does not render RAW photos on its own")
+    x = torch.from_numpy(raw.packed).unsqueeze(0)  # render pads to its own multiple and crops back
+    wb, ccm = _colour_tensors(bitstream.as_float32(raw.meta.wb), bitstream.as_float32(raw.meta.cam_to_srgb))
+    with torch.no_grad():
+        x_hat = model.to(device).render(channels_last(x, device), wb.to(device), ccm.to(device)).cpu()
+    return _photo(crop_to_photo(x_hat[0], raw.pad, raw.size), raw.meta.orientation, bits)
+
+
+def _photo(x_hat: Tensor, orientation: int, bits: int) -> np.ndarray:
+    """(3, H, W) float in [0, 1]-ish -> (H, W, 3) uint8/uint16, orientation applied."""
     scale = 255.0 if bits == 8 else 65535.0
     dtype = np.uint8 if bits == 8 else np.uint16
-    img = (x_hat.permute(1, 2, 0).numpy() * scale).round().astype(dtype)
-    return orient(img, f.orientation)
+    img = (x_hat.clamp(0, 1).permute(1, 2, 0).numpy() * scale).round().astype(dtype)
+    return orient(img, orientation)
 
 
 def _is_out_of_memory(e: BaseException) -> bool:

@@ -7,8 +7,11 @@ the teachers', and US, CS and CS+JT write .rbit files that decode to the photo.
 
 from __future__ import annotations
 
-import csv
+import importlib.util
+import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,23 +20,22 @@ import torch
 from conftest import TINY_TRAIN
 from rawbit import api
 from rawbit.data.dataset import load_split
+from rawbit.codec import render_raw
 from rawbit.errors import ModelError
 from rawbit.metrics import psnr
 from rawbit.nets import create_model
 from rawbit.nets.cascade import compose
 from rawbit.nets.weights import export, load
+from rawbit.raw import read_raw
 from rawbit.render import reference_rendering
 from rawbit.train.config import load_config
 from rawbit.train.loop import train
+from rawbit.train.log import read_log
 from rawbit.train.losses import attention_map, attention_transfer, kd_weight
 
 
 def _log(run) -> dict[str, list[tuple[int, float]]]:
-    series: dict[str, list[tuple[int, float]]] = {}
-    with open(run / "log.csv") as f:
-        for r in csv.DictReader(f):
-            series.setdefault(r["key"], []).append((int(r["step"]), float(r["value"])))
-    return series
+    return read_log(run / "log.csv")
 
 
 # --- eq. 1-3 by hand ---------------------------------------------------------------------------------
@@ -144,3 +146,66 @@ def test_cs_jt_trains_the_isp_net_through_a_frozen_codec(baselines):
 def test_an_isp_net_alone_is_refused_as_a_codec_in_one_line(baselines, photo_folder):
     with pytest.raises(ModelError, match="without compressing"):
         api.encode(sorted(photo_folder.glob("*.dng"))[0], model=baselines["isp-net"])
+
+
+def test_the_isp_net_renders_a_photo_like_the_reference_with_no_bits(baselines, photo_folder):
+    """The cascade's ceiling in the comparison: the ISP-Net's own rendering, cropped and oriented
+    exactly like a decoded photo, so its PSNR compares with every codec's."""
+    photo = sorted(photo_folder.glob("*.dng"))[0]
+    model, _ = load(baselines["isp-net"])
+    image = render_raw(read_raw(photo), model.eval(), torch.device("cpu"))
+    reference = reference_rendering(photo, oriented=True)
+    assert image.shape == reference.shape and image.dtype == np.uint8
+    flat = np.broadcast_to(reference.reshape(-1, 3).mean(0).round().astype(np.uint8), reference.shape)
+    assert psnr(reference, image) > psnr(reference, flat) + 1.0
+
+
+# --- the report ------------------------------------------------------------------------------------------
+def _benchmark_module(name: str):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_bench(folder: Path, curves: dict[str, list[tuple[float, float]]]) -> None:
+    """A bench folder as `rawbit bench` leaves it, with the given (bpp, PSNR) per rate point."""
+    folder.mkdir(parents=True)
+    codecs = {name: {"name": name, "kind": "learned", "results": {
+        "quality": list(range(1, len(pts) + 1)), "bpp": [b for b, _ in pts], "psnr-rgb": [p for _, p in pts]}}
+        for name, pts in curves.items()}  # fmt: skip
+    (folder / "bench.json").write_text(json.dumps({"codecs": codecs, "images": {"a.dng": "0" * 64}}))
+    (folder / "points.csv").write_text("image,image_sha256,codec,quality,height,width,bytes,bpp,psnr\n")
+
+
+def test_the_report_judges_each_claim_by_the_benched_curves(tmp_path):
+    """The claims table of docs/results.md: a claim holds or not by the sign of the BD-PSNR between
+    the two systems' benched curves, a gap no larger than the one between two runs of RBN is called
+    noise, a system not benched is 'not measured', and the ISP-Net bound compares CS's best point
+    with the ISP-Net's own PSNR."""
+    driver = _benchmark_module("paper_comparison")
+    report = _benchmark_module("paper_report")
+    rates = [0.1, 0.3, 1.0]
+
+    def curve(base):
+        return [(b, base + 3 * math.log10(b)) for b in rates]
+
+    runs = tmp_path / "runs"
+    _fake_bench(runs / "bench-kodak", {
+        "rawbit-rbn-kd": curve(30.0), "rawbit-rbn": curve(28.0),  # KD 2 dB above RBN: holds
+        "rawbit-cs": curve(28.5), "rawbit-us": curve(29.0),  # CS 0.5 dB under US: does not, in the noise
+        "rawbit-rbn-2": curve(27.4),  # a second RBN run 0.6 dB under the first: the noise
+        "webp": curve(31.0),
+    })  # fmt: skip
+    (runs / "bench-kodak" / "isp-net.json").write_text(json.dumps({"x": {"path": "a.dng", "psnr": 27.0}}))
+    text = report.write_report(runs, driver.SYSTEMS, driver.REPLICATES, 8.0, tmp_path / "docs").read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "**holds** (BD-PSNR +2.00 dB" in rows["RBN+KD > RBN"]
+    assert "**does not hold** (BD-PSNR -0.50 dB" in rows["RBN > CS"] and "noise (0.60 dB)" in rows["RBN > CS"]
+    assert "**does not hold**" in rows["CS > US"]
+    assert "**not measured**" in rows["CS+JT > CS (joint training helps the cascade)"]
+    assert "**does not hold** (CS at most 28.50 dB, ISP-Net 27.00 dB)" in rows["CS bounded by the ISP-Net's PSNR"]
+    assert "RBN+KD beats RBN on the Kodak DNGs beyond the noise" in text
+    assert (tmp_path / "docs" / "results" / "rd.png").is_file()

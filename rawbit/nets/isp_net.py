@@ -9,7 +9,7 @@ wavelet transform, as in RBN).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from compressai.layers import conv3x3
@@ -17,10 +17,11 @@ from torch import Tensor, nn
 
 from .blocks import RCAG, deconv3x3, pad_to_multiple
 from .camera_input import camera_input
+from .config import NetConfig
 
 
 @dataclass(frozen=True)
-class ISPNetConfig:
+class ISPNetConfig(NetConfig):
     arch: str = "isp-net"
     input: str = "camera"  # "camera" (the file's WB + matrix + gamma first, as rbn-lite) or "plain"
     channels: tuple[int, ...] = (32, 64, 96, 128)  # per U-Net level, finest (packed size) first
@@ -29,17 +30,6 @@ class ISPNetConfig:
     lambdas: tuple[float, ...] = (0.01,)
     output: str = "srgb"
     latent_stride: int = 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ISPNetConfig":
-        d = dict(d)
-        for key in ("channels", "lambdas"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
 
 
 class ISPNet(nn.Module):

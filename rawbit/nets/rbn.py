@@ -19,7 +19,7 @@ with a single rate it is the paper's one-model-per-lambda RBN.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from .blocks import RCAG, deconv3x3, pad_to_multiple, run_recording
 from .camera_input import camera_input
+from .config import NetConfig
 from .probability import ExactProbabilityPath
 
 # The paper's lambda set for RBN (§4.1), lowest rate first; one model covers all seven.
@@ -45,7 +46,7 @@ LATENT_GAIN = 40.0
 
 
 @dataclass(frozen=True)
-class RBNConfig:
+class RBNConfig(NetConfig):
     """Everything needed to rebuild an RBN; stored in every checkpoint."""
 
     arch: str = "rbn"
@@ -63,17 +64,6 @@ class RBNConfig:
     rcag_levels: int = 5  # decoder levels (coarsest first) that get an RCAG; the rest only upsample
     lambdas: tuple[float, ...] = PAPER_LAMBDAS
     context: str = "checkerboard"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RBNConfig":
-        d = dict(d)
-        for key in ("dec_channels", "lambdas"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
 
 
 @dataclass

@@ -35,13 +35,7 @@ class TrainLog:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        series: dict[str, list[tuple[int, float]]] = {}
-        with open(self.path) as f:
-            for row in csv.DictReader(f):
-                try:
-                    series.setdefault(row["key"], []).append((int(row["step"]), float(row["value"])))
-                except ValueError:
-                    continue
+        series = read_log(self.path)
         fig, axes = plt.subplots(1, 3, figsize=(14, 4))
         for ax, keys in zip(axes, (["loss"], ["bpp"], ["psnr"])):
             for key in keys + [k for k in series if k.startswith("val_" + keys[0])]:
@@ -56,3 +50,16 @@ class TrainLog:
         fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)
         write_atomic(png, buf.getvalue(), force=True)
+
+
+def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """A run's log.csv as key -> [(step, value), ...] in the order written (rows that are not
+    numbers, such as a repeated header after a hand edit, are skipped)."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            try:
+                series.setdefault(row["key"], []).append((int(row["step"]), float(row["value"])))
+            except (TypeError, ValueError):
+                continue
+    return series
