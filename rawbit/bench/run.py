@@ -72,6 +72,11 @@ def _reference_id() -> str:
     return f"libraw {rawpy.libraw_version} {sorted(RENDER_SETTINGS.items())}"
 
 
+def stream_path(out: Path, codec: str, photo: Path, sha256: str, quality: int, suffix: str) -> Path:
+    """Where --keep-files writes one point's compressed file (docs/bench.md names the scheme)."""
+    return out / "streams" / codec / f"{photo.stem}-{sha256[:8]}-q{quality}{suffix}"
+
+
 def cache_key(image_sha256: str, codec: str, codec_id: str, quality: int, reference_id: str) -> str:
     """Hex key of one point: image content, codec and its version/weights, quality, reference, metrics."""
     key = json.dumps([BENCH_VERSION, image_sha256, codec, codec_id, quality, reference_id])
@@ -129,7 +134,7 @@ def _bench_image(task: _Task, codecs: Sequence[Codec], out: Path, keep_files: bo
             nbytes = len(data)
             if keep_files:
                 # The file on disk is what bpp counts: same bytes, same size.
-                stream = out / "streams" / codec.name / f"{task.path.stem}-{task.sha256[:8]}-q{quality}{codec.suffix}"
+                stream = stream_path(out, codec.name, task.path, task.sha256, quality, codec.suffix)
                 write_atomic(_mkdirs(stream), data, force=True)
                 nbytes = stream.stat().st_size
             point = Point(
