@@ -38,7 +38,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-TEST_SETS = ("real", "kodak")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ benchmarks/paper_comparison.py left; benchmarks/paper_report.py writes the page 
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Sequence
@@ -12,7 +11,7 @@ import numpy as np
 
 from paper_report import ANCHORS, ATTENTION_CURVES, LOSS_CURVES, MAIN, SET_TITLES, TestSet, ceiling_psnr, codec_name, curve
 from rawbit.bench.run import stream_path
-from rawbit.files import write_atomic
+from rawbit.files import atomic_writer
 from rawbit.train.log import read_log
 
 # One colour per system in every figure.
@@ -37,9 +36,8 @@ def _save(fig, path: Path) -> None:
     for ax in fig.axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    write_atomic(path, buf.getvalue(), force=True)
+    with atomic_writer(path, force=True) as f:
+        fig.savefig(f, format="png", dpi=90)
 
 
 def rd_figure(sets: Sequence[TestSet], systems: Sequence[str], labels: dict[str, str], path: Path) -> None:
