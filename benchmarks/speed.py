@@ -3,6 +3,7 @@
     python benchmarks/speed.py                       # lite (shipped default) and paper
     python benchmarks/speed.py --models rbn-lite --threads 2 --json out.json
     python benchmarks/speed.py --models rbn-lite --device cuda --threads 16   # on a GPU machine
+    python benchmarks/speed.py --models rbn-lite --quality 13   # an archive setting
 
 Each measurement runs in a fresh process so one model's memory never hides another's; the model
 is loaded and warmed up (one encode) before timing starts. Peak memory is reported twice: the
@@ -22,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rawbit import DEFAULT_QUALITY
+
 TARGETS = {"encode_s": 15.0, "decode_s": 15.0, "peak_gib": 6.0}  # for rbn-lite on 2 CPU cores
 
 
@@ -38,7 +41,7 @@ def make_photo(path: Path, height: int = 3000, width: int = 4000) -> Path:
     return path
 
 
-def _child(model: str, op: str, photo: str, threads: int, device: str) -> None:
+def _child(model: str, op: str, photo: str, threads: int, device: str, quality: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -54,11 +57,11 @@ def _child(model: str, op: str, photo: str, threads: int, device: str) -> None:
         torch.manual_seed(0)
         weights = str(Path(tempfile.mkdtemp()) / f"{model}.safetensors")
         export(create_model(model), weights)
-    data = api.encode(photo, model=weights, device=device)  # warm-up + the bits to decode
+    data = api.encode(photo, model=weights, device=device, quality=quality)  # warm-up + the bits to decode
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     if op == "encode":
-        data, m = measure(lambda: api.encode(photo, model=weights, device=device))
+        data, m = measure(lambda: api.encode(photo, model=weights, device=device, quality=quality))
     else:
         _, m = measure(lambda: api.decode(data, model=weights, device=device))
     import resource
@@ -74,21 +77,22 @@ def main() -> None:
     ap.add_argument("--models", default="rbn-lite,rbn-paper")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
+    ap.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="rate point or archive setting")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _child(*args.child, args.threads, args.device)
+        _child(*args.child, args.threads, args.device, args.quality)
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         photo = make_photo(Path(tmp) / "12mp.dng")
         for model in args.models.split(","):
-            row = {"model": model, "device": args.device}
+            row = {"model": model, "device": args.device, "quality": args.quality}
             for op in ("encode", "decode"):
                 p = subprocess.run(
                     [sys.executable, __file__, "--threads", str(args.threads), "--device", args.device,
-                     "--child", model, op, str(photo)],
+                     "--quality", str(args.quality), "--child", model, op, str(photo)],
                     capture_output=True, text=True, check=True,
                 )  # fmt: skip
                 r = json.loads(p.stdout.strip().splitlines()[-1])
@@ -99,11 +103,11 @@ def main() -> None:
                 row["bpp"] = round(r["bytes"] * 8 / 12e6, 4)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| model | encode s | decode s | encode peak GiB (call / process) | "
+    print("\n| model | quality | encode s | decode s | encode peak GiB (call / process) | "
           "decode peak GiB (call / process) | bpp |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['encode_s']} | {r['decode_s']} | {r['encode_peak_gib']} / "
+        print(f"| {r['model']} | {r['quality']} | {r['encode_s']} | {r['decode_s']} | {r['encode_peak_gib']} / "
               f"{r['encode_process_peak_gib']} | {r['decode_peak_gib']} / {r['decode_process_peak_gib']} "
               f"| {r['bpp']} |")  # fmt: skip
     if args.json:

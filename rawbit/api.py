@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DEFAULT_QUALITY, bitstream
+from . import DEFAULT_QUALITY, archive, bitstream
 from .bitstream import DEFAULT_MAX_PIXELS, RbitFile
 from .codec import decode_rbit, encode_raw
 from .device import pick_device
@@ -87,6 +87,9 @@ def info(data: RbitSource, name: str | None = None) -> dict:
         "streams": {"hyperprior": len(f.z), "latent": len(f.y_anchor) + len(f.y_rest)},
         "exif_bytes": len(f.exif),
     }
+    if f.archive:
+        d["streams"]["archive"] = len(f.archive)
+        d["archive"] = {"base_quality": f.archive_base, "step": f"1/{2 ** f.archive_shift}"}
     if f.wb is not None:
         d["white_balance"] = [round(v, 6) for v in f.wb]
         d["cam_to_srgb"] = [[round(v, 6) for v in row] for row in f.cam_to_srgb_rows]
@@ -139,7 +142,9 @@ def reference(path: str | Path) -> np.ndarray:
 
 
 def model_qualities(model: str | Path | None = "default") -> list[int]:
-    return list(range(1, load_model(model).model.n_rates + 1))
+    """Every quality the model offers: its rate points, then its archive settings (rawbit.archive)."""
+    net = load_model(model).model
+    return list(range(1, net.n_rates + archive.levels(net) + 1))
 
 
 def model_id(model: str | Path | None = "default") -> str:

@@ -18,7 +18,7 @@ import construct as cs
 from .errors import BitstreamError, input_error
 
 MAGIC = b"RBIT"
-VERSION = 3  # what build() writes by default; parse() reads 1, 2 and 3
+VERSION = 4  # the newest format: parse() reads 1 to 4; build() writes 3, or 4 for an archive layer
 CONTEXT_SCHEDULES = {"checkerboard": 1}
 
 # A decoder refuses images of more pixels than this unless asked for more (api max_pixels): far above
@@ -60,9 +60,19 @@ _FIELDS_COLOUR = (
 _FIELDS_V3 = tuple(
     {"crop_top": "pad_top" / cs.Int8ub, "crop_left": "pad_left" / cs.Int8ub}.get(f.name, f) for f in _FIELDS_V1
 ) + _FIELDS_COLOUR
-_HEADERS = {1: cs.Struct(*_FIELDS_V1), 2: cs.Struct(*_FIELDS_V1, *_FIELDS_COLOUR), 3: cs.Struct(*_FIELDS_V3)}
-HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52, 104 and 104 bytes
-HEADER_SIZE = HEADER_SIZES[VERSION]
+# Format 4: format 3 plus an archive layer (rawbit.archive) after the latent stream.
+_FIELDS_V4 = _FIELDS_V3 + (
+    "archive_base" / cs.Int8ub,  # the learned layer's rate point (the header's quality is the user's)
+    "archive_shift" / cs.Int8ub,  # step 2**-shift on LibRaw's output curve
+    "archive_length" / cs.Int32ub,  # bytes of the archive layer
+)
+_HEADERS = {
+    1: cs.Struct(*_FIELDS_V1), 2: cs.Struct(*_FIELDS_V1, *_FIELDS_COLOUR), 3: cs.Struct(*_FIELDS_V3),
+    4: cs.Struct(*_FIELDS_V4),
+}  # fmt: skip
+HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52, 104, 104 and 110 bytes
+HEADER_SIZE = HEADER_SIZES[3]
+MAX_ARCHIVE_SHIFT = 12
 CRC_SIZE = 4
 
 
@@ -89,9 +99,12 @@ class RbitFile:
     pad: tuple[int, int] = (0, 0)
     exif: bytes = b""
     context: str = "checkerboard"
-    version: int = VERSION
+    version: int = 3
     wb: tuple[float, ...] | None = None
     cam_to_srgb: tuple[float, ...] | None = None
+    archive: bytes = b""  # format 4: the archive layer, coded at rate point archive_base
+    archive_base: int = 0
+    archive_shift: int = 0
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -129,6 +142,9 @@ class RbitHeader:
     exif_length: int
     wb: tuple[float, ...] | None
     cam_to_srgb: tuple[float, ...] | None
+    archive_base: int = 0
+    archive_shift: int = 0
+    archive_length: int = 0
 
     @property
     def header_size(self) -> int:
@@ -137,7 +153,8 @@ class RbitHeader:
     @property
     def file_size(self) -> int:
         """The exact size of the file this header announces."""
-        return self.header_size + self.exif_length + self.z_length + self.y_length + CRC_SIZE
+        streams = self.z_length + self.y_length + self.archive_length
+        return self.header_size + self.exif_length + streams + CRC_SIZE
 
     @property
     def pixels(self) -> int:
@@ -177,10 +194,12 @@ def build(f: RbitFile) -> bytes:
     """Serialise; the CRC32 covers header, EXIF and both streams.
 
     Writes the format `f.version` names: 3 (the default) and 2 with the colour metadata, which they
-    must then carry; 1, the older layout without it (older formats are kept so tests can write
-    the files older rawbit versions wrote)."""
+    must then carry; 4, format 3 with an archive layer; 1, the older layout without colour (older
+    formats are kept so tests can write the files older rawbit versions wrote)."""
     if f.version not in _HEADERS:
         raise ValueError(f"cannot write .rbit format {f.version}")
+    if (f.version == 4) != bool(f.archive):
+        raise ValueError("a format-4 .rbit file, and only one, carries an archive layer")
     header = dict(
         version=f.version,
         model_id=bytes.fromhex(f.model_id),
@@ -204,7 +223,9 @@ def build(f: RbitFile) -> bytes:
         if f.wb is None or f.cam_to_srgb is None:
             raise ValueError(f"a format-{f.version} .rbit file carries the photo's wb and cam_to_srgb")
         header.update(wb=list(f.wb), cam_to_srgb=list(f.cam_to_srgb))
-    body = _HEADERS[f.version].build(header) + f.exif + f.z + f.y_anchor + f.y_rest
+    if f.version >= 4:
+        header.update(archive_base=f.archive_base, archive_shift=f.archive_shift, archive_length=len(f.archive))
+    body = _HEADERS[f.version].build(header) + f.exif + f.z + f.y_anchor + f.y_rest + f.archive
     return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")
 
 
@@ -265,6 +286,16 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         problem = colour_problem(wb, cam_to_srgb)
         if problem:
             raise _damaged(name, problem)
+    archive = {}
+    if version >= 4:
+        if h.archive_base < 1 or h.archive_base >= h.quality:
+            raise _damaged(name, f"archive layer over rate point {h.archive_base}, for quality {h.quality}")
+        if not 1 <= h.archive_shift <= MAX_ARCHIVE_SHIFT:
+            raise _damaged(name, f"archive step 2^-{h.archive_shift}")
+        # the residual of every photosite at <= 4 bytes (rANS), plus its tile scales
+        if not 8 <= h.archive_length <= 4 * pixels + pixels // 64 + _STREAM_SLACK:
+            raise _damaged(name, f"{h.archive_length} bytes of archive layer for {pixels} pixels")
+        archive = dict(archive_base=h.archive_base, archive_shift=h.archive_shift, archive_length=h.archive_length)
     check_pixel_limit(h.height, h.width, max_pixels, name)
     return RbitHeader(
         version=version,
@@ -283,6 +314,7 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         exif_length=h.exif_length,
         wb=wb,
         cam_to_srgb=cam_to_srgb,
+        **archive,
     )
 
 
@@ -317,9 +349,12 @@ def parse(data: bytes, name: str = "input", max_pixels: int | None = None) -> Rb
     z = bytes(data[at : at + h.z_length])
     at += h.z_length
     y_anchor = bytes(data[at : at + h.y_anchor_length])
-    y_rest = bytes(data[at + h.y_anchor_length : end])
+    y_rest = bytes(data[at + h.y_anchor_length : at + h.y_length])
+    archive = bytes(data[at + h.y_length : end])
     shared = {f.name for f in fields(RbitFile)} & {f.name for f in fields(RbitHeader)}
-    return RbitFile(z=z, y_anchor=y_anchor, y_rest=y_rest, exif=exif, **{k: getattr(h, k) for k in shared})
+    return RbitFile(
+        z=z, y_anchor=y_anchor, y_rest=y_rest, exif=exif, archive=archive, **{k: getattr(h, k) for k in shared}
+    )
 
 
 def read(path: str | os.PathLike, name: str | None = None, max_pixels: int | None = None) -> bytes:

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import math
+import dataclasses
 from typing import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from . import bitstream
+from . import archive, bitstream, isp
 from .bitstream import DEFAULT_MAX_PIXELS, RbitFile
 from .device import one_thread_per_op
 from .errors import BitstreamError, ModelError, RawbitError
 from .nets import RBN
 from .nets.probability import float32_path_in_bands
 from .nets.rbn import LatentStreams
+from .rans import StreamError, guarded_rans
 from .raw import RawImage, crop_to_photo, orient
+from .render import render_planes
 
 
 @contextlib.contextmanager
@@ -85,11 +87,12 @@ def synthesize_tiled(
     return out
 
 
-def check_quality(model: RBN, quality: int) -> int:
-    """1-based rate point -> 0-based index, with a readable error."""
-    if not 1 <= quality <= model.n_rates:
-        raise RawbitError(f"quality {quality} is out of range: this model has rate points 1 to {model.n_rates}")
-    return quality - 1
+def check_quality(model: RBN, quality: int) -> None:
+    """A quality the model offers (its rate points, then its archive settings), else a readable error."""
+    top = model.n_rates + archive.levels(model)
+    if not 1 <= quality <= top:
+        more = f" and archive settings {model.n_rates + 1} to {top}" if top > model.n_rates else ""
+        raise RawbitError(f"quality {quality} is out of range: this model has rate points 1 to {model.n_rates}{more}")
 
 
 @torch.inference_mode()
@@ -97,12 +100,15 @@ def encode_raw(
     raw: RawImage, model: RBN, model_id: str, quality: int, device: torch.device, exif: bytes = b"",
     name: str = "input",
 ) -> RbitFile:  # fmt: skip
-    """Code one packed RAW photo at a rate point (1-based), as a format-3 file: colour metadata in
-    the header, the probability path in exact integers (nets/probability.py)."""
+    """Code one packed RAW photo at a quality (1-based), as a format-3 file: colour metadata in
+    the header, the probability path in exact integers (nets/probability.py); an archive quality
+    (above the model's rate points) adds the archive layer (rawbit/archive.py): format 4."""
     if not hasattr(model, "compress_latent"):
         raise ModelError("this model renders RAW photos without compressing them (an ISP-Net); "
                          "code with a codec such as the default or a cascade")
-    q = check_quality(model, quality)
+    check_quality(model, quality)
+    layered = archive.setting(model, quality)
+    q = (layered[0] if layered else quality) - 1
     if model.config.input == "srgb":
         raise RawbitError("this model encodes sRGB images, not RAW photos")
     # The header stores the colour metadata as float32, exactly what the networks receive.
@@ -125,9 +131,9 @@ def encode_raw(
     except StreamError as e:
         raise RawbitError(f"{name}: cannot be coded ({e})") from e
     h, w = raw.size
-    return RbitFile(
+    f = RbitFile(
         model_id=model_id,
-        quality=quality,
+        quality=q + 1,
         height=h,
         width=w,
         pad=raw.pad,
@@ -140,6 +146,14 @@ def encode_raw(
         wb=wb_values,
         cam_to_srgb=ccm_values,
     )
+    if layered is None:
+        return f
+    # The residual is taken against exactly the photo the decoder will synthesise from these bits.
+    base, shift = layered
+    photo = _learned_photo(f, model, device, name)
+    balanced = isp.white_balance(torch.from_numpy(raw.packed)[None].double(), wb.double())[0]
+    stream = archive.encode(balanced, photo, ccm[0], shift)
+    return dataclasses.replace(f, version=4, quality=quality, archive=stream, archive_base=base, archive_shift=shift)
 
 
 def _colour_tensors(wb, cam_to_srgb) -> tuple[Tensor | None, Tensor | None]:
@@ -150,15 +164,19 @@ def _colour_tensors(wb, cam_to_srgb) -> tuple[Tensor | None, Tensor | None]:
 
 
 def check_decodable(f: RbitFile, model: RBN, name: str = "input", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int:
-    """Every header field against the model, before anything is allocated; the 0-based rate index.
+    """Every header field against the model, before anything is allocated; the 0-based rate index
+    of the learned layer.
 
     bitstream.parse has checked each field's own range; here the model decides the rest: its rate
     points, its latent size for this image size (stride and padding), whether it needs colour."""
     bitstream.check_pixel_limit(f.height, f.width, max_pixels, name)  # an RbitFile may come unparsed
     if model.config.output == "raw":
         raise ModelError(f"{name}: this model decodes to packed RAW (a compression teacher), not to photos")
-    if not 1 <= f.quality <= model.n_rates:
-        raise BitstreamError(f"{name}: damaged .rbit file (rate point {f.quality}, this model has 1..{model.n_rates})")
+    rate = f.archive_base if f.archive else f.quality
+    if not 1 <= rate <= model.n_rates:
+        raise BitstreamError(f"{name}: damaged .rbit file (rate point {rate}, this model has 1..{model.n_rates})")
+    if f.archive and not archive.levels(model):
+        raise BitstreamError(f"{name}: damaged .rbit file (an archive layer over a model that has none)")
     expected = model.latent_size(*f.coded_size)
     if tuple(f.latent_size) != expected:
         raise BitstreamError(
@@ -173,7 +191,7 @@ def check_decodable(f: RbitFile, model: RBN, name: str = "input", max_pixels: in
             f"{name}: this model needs the photo's colour metadata, which a format-{f.version} "
             "file does not carry"
         )
-    return f.quality - 1
+    return rate - 1
 
 
 @torch.inference_mode()
@@ -186,7 +204,20 @@ def decode_rbit(
     Refuses, never crashes: the header is checked against the model first, each rANS stream is
     guarded before compressai's decoder sees it and must be consumed exactly as the encoder wrote
     it, and a latent or image that is not finite is a damaged stream, never NaN pixels."""
-    q = check_decodable(f, model, name, max_pixels)
+    check_decodable(f, model, name, max_pixels)
+    photo = _learned_photo(f, model, device, name)
+    if not f.archive:
+        return _photo(crop_to_photo(photo[0], f.pad, (f.height, f.width)), f.orientation, bits)
+    _, ccm = _colour_tensors(f.wb, f.cam_to_srgb)
+    balanced = archive.decode(f.archive, photo, ccm[0], f.archive_shift, f.coded_size, name)
+    image = render_planes(balanced.numpy(), f.pad, (f.height, f.width), ccm[0].double().numpy(), bits)
+    return orient(image, f.orientation)
+
+
+@torch.inference_mode()
+def _learned_photo(f: RbitFile, model: RBN, device: torch.device, name: str) -> Tensor:
+    """(1, 3, H', W') the synthesis transform's output for a checked file, at least the coded size."""
+    q = check_decodable(f, model, name, None)
     lh, lw = f.latent_size
     exact = f.version >= 3  # formats 1-2 were coded with compressai's float path
     try:
@@ -206,10 +237,9 @@ def decode_rbit(
         if not _is_out_of_memory(e):
             raise
         raise _decode_failure(name, f, e) from e
-    x_hat = crop_to_photo(x_hat[0], f.pad, (f.height, f.width))
-    if not torch.isfinite(x_hat).all():
+    if not torch.isfinite(crop_to_photo(x_hat[0], f.pad, (f.height, f.width))).all():
         raise BitstreamError(f"{name}: damaged .rbit stream (the decoder's output is not finite)")
-    return _photo(x_hat, f.orientation, bits)
+    return x_hat
 
 
 def render_raw(raw: RawImage, model: torch.nn.Module, device: torch.device, bits: int = 8) -> np.ndarray:
@@ -245,143 +275,3 @@ def _decode_failure(name: str, f: RbitFile, e: BaseException) -> BitstreamError:
 def _one_line(e: BaseException, limit: int = 160) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# --- the rANS decoder's guard ---------------------------------------------------------------------
-#
-# compressai's rANS decoder (cpp_exts/rans/rans_interface.cpp, Rans64 from ryg_rans) trusts its
-# input: Rans64DecInit reads two 32-bit words, every symbol's renormalisation may read one more, and a
-# symbol in "bypass" mode reads one 4-bit group after another while they read 15, then that many groups
-# again, with no check against the stream's end anywhere. An empty, short or re-split stream made it
-# read past its buffer (SIGSEGV where the buffer ended a mapping). Hence, before it runs:
-#   - a stream is whole 32-bit words, at least the 2 that initialisation reads, and no longer than the
-#     encoder can write for its symbols (its output buffer is one word per symbol);
-#   - it decodes a copy padded with zero words: 2 per symbol, 2 per 4-bit group of ones in the stream,
-#     and 64 more. Past the end, zeros drain the decoder's state: a renormalisation reads one word, a
-#     bypass run stops within the state's 64 bits and then reads its 15x-longer tail, which only groups
-#     of ones in the stream itself can lengthen (measured: at most 2 + n + 2 * groups words in total,
-#     over random, truncated, all-ones and hill-climbed streams; the padding doubles the per-symbol
-#     share);
-# and after it: the decoded symbols, encoded again, must give back the very stream (rANS is a bijection
-# between a symbol sequence and the encoder's output), which both proves that the decoder read exactly
-# the encoder's bytes and refuses any stream that a decoder would have read past. The encoder too
-# trusts its input: its output buffer holds one word per symbol, and a value whose bypass code
-# reaches 2**28 sends it into an endless loop; symbols it could not code are refused first.
-
-
-class StreamError(ValueError):
-    """An entropy-coded stream that the encoder cannot have written (caught before or after decoding)."""
-
-
-_MIN_STREAM = 8  # bytes: the two 32-bit words Rans64DecInit reads
-
-
-def check_stream(stream: bytes, n_symbols: int) -> None:
-    """The length checks made before compressai's decoder may read `stream`."""
-    n = len(stream)
-    if n < _MIN_STREAM:
-        raise StreamError(f"a {n}-byte stream; the shortest holds {_MIN_STREAM}")
-    if n % 4:
-        raise StreamError(f"a {n}-byte stream; streams are whole 32-bit words")
-    if n > 4 * max(n_symbols, 2):
-        raise StreamError(f"a {n}-byte stream for {n_symbols} symbols; at most 4 bytes a symbol")
-
-
-def _padding(stream: bytes, n_symbols: int) -> int:
-    b = np.frombuffer(stream, dtype=np.uint8)
-    ones = int(np.count_nonzero((b & 15) == 15) + np.count_nonzero((b >> 4) == 15))
-    return 4 * (2 * n_symbols + 2 * ones + 64)
-
-
-def _encoded_bits_bound(values, indexes, cdfs, cdf_sizes, offsets) -> float | None:
-    """The bits compressai's encoder spends on these symbols (an upper bound, to a bit a word): each
-    symbol's information, log2(2**16 / frequency) in its table, plus the 4-bit groups of the values
-    out of the table's range (bypass mode). None where a value is one the encoder cannot code at
-    all: its loop over the 4-bit groups of a bypass value shifts a 32-bit int by 4 bits a group,
-    which ends only below 2**28 (past that, and for the negative numbers an overflow makes, never)."""
-    n = len(indexes)
-    table = np.asarray(cdfs, dtype=np.int64)
-    idx = np.fromiter(indexes, dtype=np.int64, count=n)
-    val = np.fromiter(values, dtype=np.int64, count=n) - np.asarray(offsets, dtype=np.int64)[idx]
-    max_value = np.asarray(cdf_sizes, dtype=np.int64)[idx] - 2
-    bypass = (val < 0) | (val >= max_value)
-    coded = np.where(bypass, max_value, val)  # the symbol the table codes: the escape for a bypass
-    freq = table[idx, coded + 1] - table[idx, coded]
-    # (+ 1e-4 a symbol: rANS rounds each step up by less than log2(1 + 2**-15) bits)
-    bits = float(np.sum(16.0 - np.log2(np.maximum(freq, 1)))) + 1e-4 * n
-    if not bypass.any():
-        return bits
-    val, max_value = val[bypass], max_value[bypass]
-    raw = np.where(val < 0, -2 * val - 1, 2 * (val - max_value))
-    if raw.max() >= 2**28:
-        return None
-    groups = np.zeros(raw.shape, dtype=np.int64)
-    for k in range(7):
-        groups += (raw >> (4 * k)) != 0
-    return bits + float((4 * (groups + groups // 15 + 1)).sum())
-
-
-def _fits(bits: float | None, n_symbols: int) -> bool:
-    """Whether the encoder's output, bits/32 words plus 3 (the state's start and its 2-word flush)
-    and a word of rounding, fits the one word per symbol compressai allocates for it."""
-    return bits is not None and math.ceil(bits / 32) + 4 <= n_symbols
-
-
-def rans_decode(coder, stream: bytes, indexes, cdfs, cdf_sizes, offsets) -> list[int]:
-    """compressai's decode_with_indexes, guarded (see above); raises StreamError for a bad stream."""
-    n = len(indexes)
-    check_stream(stream, n)
-    values = coder._decoder.decode_with_indexes(stream + bytes(_padding(stream, n)), indexes, cdfs, cdf_sizes, offsets)
-    if not _fits(_encoded_bits_bound(values, indexes, cdfs, cdf_sizes, offsets), n):
-        raise StreamError("it decodes to values that no encoder wrote")  # nor could write
-    if coder._encoder.encode_with_indexes(values, indexes, cdfs, cdf_sizes, offsets) != stream:
-        raise StreamError("it was not consumed exactly as the encoder wrote it")
-    return values
-
-
-def rans_encode(coder, symbols, indexes, cdfs, cdf_sizes, offsets) -> bytes:
-    """compressai's encode_with_indexes, for symbols it can code (see above), else StreamError."""
-    if not _fits(_encoded_bits_bound(symbols, indexes, cdfs, cdf_sizes, offsets), len(indexes)):
-        raise StreamError("latent values out of the entropy coder's range")
-    return coder._encoder.encode_with_indexes(symbols, indexes, cdfs, cdf_sizes, offsets)
-
-
-class _GuardedCoder:
-    """Stands in for an entropy model's compressai _EntropyCoder while a file is coded; its errors
-    say which stream (`labels`, one per decode call, in the order the latent codec decodes)."""
-
-    def __init__(self, coder, labels: tuple[str, ...]):
-        self._coder = coder
-        self.name = coder.name
-        self._labels = list(labels)
-
-    def encode_with_indexes(self, symbols, indexes, cdfs, cdf_sizes, offsets):
-        return rans_encode(self._coder, symbols, indexes, cdfs, cdf_sizes, offsets)
-
-    def decode_with_indexes(self, stream, indexes, cdfs, cdf_sizes, offsets):
-        label = self._labels.pop(0) if len(self._labels) > 1 else self._labels[0]
-        try:
-            return rans_decode(self._coder, stream, indexes, cdfs, cdf_sizes, offsets)
-        except StreamError as e:
-            raise StreamError(f"{label}: {e}") from e
-
-
-@contextlib.contextmanager
-def guarded_rans(model: torch.nn.Module) -> Iterator[None]:
-    """Every entropy model of `model` codes through `rans_encode` / `rans_decode` inside the block."""
-    from compressai.entropy_models import EntropyBottleneck, EntropyModel
-
-    swapped = []
-    for m in model.modules():
-        if isinstance(m, EntropyModel) and not isinstance(m.entropy_coder, _GuardedCoder):
-            if m.entropy_coder.name != "ans":
-                raise RawbitError(f"entropy coder {m.entropy_coder.name!r} is not supported")
-            labels = ("hyperprior stream",) if isinstance(m, EntropyBottleneck) else (
-                "latent stream, anchors", "latent stream, non-anchors")  # fmt: skip
-            swapped.append((m, m.entropy_coder))
-            m.entropy_coder = _GuardedCoder(m.entropy_coder, labels)
-    try:
-        yield
-    finally:
-        for m, coder in swapped:
-            m.entropy_coder = coder

@@ -46,6 +46,12 @@ def gamma_curve(x: Tensor) -> Tensor:
     return torch.where(x < _TOE, x * GAMMA_SLOPE, power)
 
 
+def gamma_curve_inverse(y: Tensor) -> Tensor:
+    """`gamma_curve`'s inverse: LibRaw's output curve in [0, 1] -> linear [0, 1]."""
+    linear = ((y.clamp_min(_TOE * GAMMA_SLOPE) + _OFFSET) / (1 + _OFFSET)) ** (1 / GAMMA_POWER)
+    return torch.where(y < _TOE * GAMMA_SLOPE, y / GAMMA_SLOPE, linear)
+
+
 def white_balance(packed: Tensor, wb: Tensor) -> Tensor:
     """(B, 4, h, w) linear RGGB x gains (B, 4), clipped at full scale as LibRaw clips it."""
     return (packed * wb[:, :, None, None]).clamp(0.0, 1.0)
@@ -86,6 +92,21 @@ def render_balanced(balanced: Tensor, cam_to_srgb: Tensor) -> Tensor:
     """`render` from planes already white-balanced and clipped (what a decoder reconstructs)."""
     linear = camera_to_srgb(demosaic_bilinear(balanced), cam_to_srgb)
     return (256.0 * gamma_curve(linear) - 0.5) / 255.0
+
+
+def unrender(srgb: Tensor, cam_to_srgb: Tensor) -> Tensor:
+    """(B, 3, 2h, 2w) sRGB on the 8-bit/255 scale -> (B, 4, h, w) white-balanced RGGB planes: the
+    colour path of `render_balanced` run backwards, each plane sampled at its own photosites.
+    What clipping lost (blown highlights, out-of-gamut colour) stays lost: a prediction, not an
+    inverse. Each photosite is taken back on its own (the path is per pixel), so the full-size
+    photo is never held in more than its own precision."""
+    inverse = torch.linalg.inv(cam_to_srgb.double())
+    planes = []
+    for (dy, dx), colour in zip(((0, 0), (0, 1), (1, 0), (1, 1)), (0, 1, 1, 2)):  # R, G1, G2, B
+        site = srgb[:, :, dy::2, dx::2].double()
+        linear = gamma_curve_inverse(((255.0 * site + 0.5) / 256.0).clamp(0.0, 1.0))
+        planes.append(torch.einsum("bj,bjhw->bhw", inverse[:, colour], linear))
+    return torch.stack(planes, dim=1).clamp(0.0, 1.0)  # float64 whatever the photo's dtype
 
 
 def to_uint8(srgb: Tensor) -> np.ndarray:

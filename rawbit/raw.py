@@ -93,6 +93,11 @@ def pad_mosaic(a: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
     return np.pad(a, widths, mode="reflect") if top or bottom or left or right else a
 
 
+def pattern_for_pad(pad: tuple[int, int]) -> str:
+    """The visible area's CFA pattern, from the padding that made it start on red."""
+    return {v: k for k, v in _PAD_FOR_PATTERN.items()}[tuple(pad)]
+
+
 def crop_to_photo(image, pad: tuple[int, int], size: tuple[int, int]):
     """The photo inside a coded-size image (array or tensor, the last two axes are rows, columns)."""
     (top, left), (h, w) = pad, size

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
-from .raw import bayer_pattern, open_raw, orient
+from .raw import XYZ_RGB, bayer_pattern, crop_to_photo, open_raw, orient, pattern_for_pad, unpack
 
 # Camera white balance, no auto-brightness, 8-bit sRGB, AHD, no flip (DESIGN.md). Part of every
 # cache key, so changing one of these never reuses stale renderings. adjust_maximum_thr=0: by
@@ -44,3 +45,32 @@ def reference_rendering(
         raise AssertionError(f"LibRaw rendered {rgb.shape[:2]} for a {h}x{w} visible area")
     rgb = rgb[:h, :w]
     return orient(rgb, flip) if oriented else np.ascontiguousarray(rgb)
+
+
+def render_planes(
+    balanced: np.ndarray, pad: tuple[int, int], size: tuple[int, int], cam_to_srgb: np.ndarray, bits: int = 8
+) -> np.ndarray:
+    """LibRaw's reference pipeline on sensor data without its file: (4, h, w) RGGB planes of the
+    padded mosaic, white-balanced and clipped to [0, 1] (what LibRaw holds after scale_colors),
+    -> (H, W, 3) uint8 (uint16 for bits=16) of the visible area, not oriented.
+
+    LibRaw renders files, so the planes travel as a DNG in memory that makes LibRaw hold exactly
+    these values: black 0, white 65535 and neutral white balance (so scale_colors multiplies by 1),
+    and a ColorMatrix1 from which LibRaw's cam_xyz_coeff gives back `cam_to_srgb` as its rgb_cam
+    (cam_rgb = cam_xyz @ xyz_rgb, rows normalised, inverted). AHD then sees what it would have seen
+    in the original file, and its output matches the reference up to 16-bit rounding (~63 dB and
+    more on the real files, tests/test_archive.py)."""
+    import rawpy
+
+    from .data.dng import dng_bytes
+
+    mosaic = crop_to_photo(unpack(np.asarray(balanced, dtype=np.float64)), pad, size)
+    u16 = np.clip(np.floor(mosaic * 65535.0 + 1e-6), 0, 65535).astype(np.uint16)
+    cam_xyz = np.linalg.inv(np.asarray(cam_to_srgb, dtype=np.float64)) @ np.linalg.inv(XYZ_RGB)
+    data = dng_bytes(u16, cfa=pattern_for_pad(pad), black_level=0, white_level=65535, as_shot_neutral=(1, 1, 1),
+                     color_matrix=cam_xyz, matrix_denominator=1_000_000)  # fmt: skip
+    settings = dict(RENDER_SETTINGS, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD, output_bps=bits)
+    with rawpy.imread(io.BytesIO(data)) as raw:
+        rgb = raw.postprocess(**settings)
+    h, w = size
+    return np.ascontiguousarray(rgb[:h, :w])

@@ -9,6 +9,7 @@ import torch
 from conftest import SAMPLE_DNG, needs_shared, shared_files, write_test_dng
 from rawbit import api, bitstream
 from rawbit.metrics import psnr as _psnr
+from rawbit.nets.registry import load_model
 
 
 def _decode_with_threads(data: bytes, model, threads: int) -> np.ndarray:
@@ -52,7 +53,7 @@ def test_every_bayer_phase_round_trips_at_reference_size(tmp_path, tiny_weights,
 
 def test_trained_model_reconstructs_the_reference(quality_weights):
     """Real quality, not a golden hash: a PSNR window and the header's bpp against the file size."""
-    best = api.model_qualities(quality_weights)[-1]
+    best = load_model(quality_weights).model.n_rates  # the learned decoder's own best, no archive layer
     data = api.encode(SAMPLE_DNG, model=quality_weights, quality=best, device="cpu")
     out = api.decode(data, model=quality_weights, device="cpu")
     ref = api.reference(SAMPLE_DNG)
@@ -82,7 +83,7 @@ def test_higher_quality_spends_more_bits(quality_weights):
 def test_quality_out_of_range_is_an_error(tiny_weights):
     from rawbit.errors import RawbitError
 
-    with pytest.raises(RawbitError, match="quality 99 is out of range: this model has rate points 1 to 7"):
+    with pytest.raises(RawbitError, match="quality 99 is out of range: this model has rate points 1 to 7 and archive settings 8 to 10"):
         api.encode(SAMPLE_DNG, model=tiny_weights, quality=99, device="cpu")
 
 
@@ -127,7 +128,7 @@ def test_probability_path_in_parallel_bands_computes_what_the_whole_latent_does(
 
 # --- decoding refuses, never crashes: every error one line, naming the file, no CLI flags ----------
 
-from rawbit import codec  # noqa: E402
+from rawbit import codec, rans  # noqa: E402
 from rawbit.errors import BitstreamError, ModelError, RawbitError  # noqa: E402
 
 
@@ -150,7 +151,7 @@ def test_encoded_files_are_format_3_with_the_photos_colour(tiny_file, tiny_weigh
     from rawbit.raw import read_raw
 
     f = bitstream.parse(tiny_file)
-    assert f.version == bitstream.VERSION == 3 and len(f.wb) == 4 and len(f.cam_to_srgb) == 9
+    assert f.version == 3 and len(f.wb) == 4 and len(f.cam_to_srgb) == 9
     assert f.wb[1] == 1.0  # gains as LibRaw gives them, smallest 1
     assert api.info(tiny_file)["white_balance"] == pytest.approx(list(f.wb), abs=1e-5)
     meta = read_raw(SAMPLE_DNG).meta
@@ -161,7 +162,7 @@ def test_encoded_files_are_format_3_with_the_photos_colour(tiny_file, tiny_weigh
 
 
 def test_quality_byte_out_of_range_is_a_damaged_file(tiny_file, tiny_weights):
-    n = len(api.model_qualities(tiny_weights))
+    n = load_model(tiny_weights).model.n_rates
     bad = bitstream.rewrite_header(tiny_file, quality=n + 1)
     msg = _refused(bad, tiny_weights, "damaged")
     assert msg == f"photo.rbit: damaged .rbit file (rate point {n + 1}, this model has 1..{n})"
@@ -212,12 +213,12 @@ def test_the_rans_guard_checks_streams_before_and_after_decoding(tiny_weights):
     indexes = rng.integers(0, len(tables[0]), 500).tolist()
     coder = gc.entropy_coder
     stream = coder.encode_with_indexes(symbols, indexes, *tables)
-    assert codec.rans_decode(coder, stream, indexes, *tables) == symbols
+    assert rans.rans_decode(coder, stream, indexes, *tables) == symbols
     for bad, why in [(b"", "shortest"), (stream[:4], "shortest"), (stream[:-1], "whole 32-bit words"),
                      (stream * 40, "at most 4 bytes a symbol"), (stream + bytes(4), "not consumed exactly"),
                      (stream[:-4], "not consumed exactly"), (b"\xff" * len(stream), "")]:  # fmt: skip
-        with pytest.raises(codec.StreamError, match=why or None):
-            codec.rans_decode(coder, bad, indexes, *tables)
+        with pytest.raises(rans.StreamError, match=why or None):
+            rans.rans_decode(coder, bad, indexes, *tables)
 
 
 def test_a_stream_that_decodes_to_non_finite_values_is_a_damaged_stream(tiny_file, tiny_weights):

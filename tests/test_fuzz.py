@@ -310,7 +310,7 @@ def recode_legacy(data: bytes, model: Path | None, version: int) -> bytes:
     import torch
 
     from rawbit import bitstream
-    from rawbit.codec import guarded_rans
+    from rawbit.rans import guarded_rans
     from rawbit.nets.probability import float32_path_in_bands
     from rawbit.nets.rbn import LatentStreams
     from rawbit.nets.registry import load_model

@@ -22,12 +22,13 @@ except ImportError:
 # shared RAW files; see docs/bench.md). JPEG cannot go much below ~0.1 bpp whatever the quality,
 # and its PSNR climbs steeply up to ~0.5 bpp: every quality from 1 and dense steps up there, so
 # that "beats JPEG below 0.4 bpp" is judged against JPEG's real curve down to its lowest rate
-# rather than a straight line between two distant points.
+# rather than a straight line between two distant points. One point near each codec's best (98-100)
+# shows where it stands at the rates of rawbit's archive settings (2-5 bpp).
 SWEEPS: dict[str, tuple[int, ...]] = {
-    "jpeg": (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95),
-    "webp": (0, 5, 10, 20, 35, 50, 65, 80, 90, 95),
-    "avif": (5, 15, 25, 35, 45, 55, 65, 75, 85, 92),
-    "jxl": (5, 15, 25, 35, 45, 55, 65, 75, 85, 92),
+    "jpeg": (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95, 98),
+    "webp": (0, 5, 10, 20, 35, 50, 65, 80, 90, 95, 100),
+    "avif": (5, 15, 25, 35, 45, 55, 65, 75, 85, 92, 98),
+    "jxl": (5, 15, 25, 35, 45, 55, 65, 75, 85, 92, 98),
 }
 STANDARD = tuple(SWEEPS)
 
@@ -140,20 +141,23 @@ class RawbitCodec(Codec):
         return f"rawbit-{label}"
 
     def qualities(self) -> list[int]:
-        """The rate points the model offers."""
+        """The qualities the model offers: its rate points, then its archive settings."""
         from .. import api
 
         return list(api.model_qualities(self.model))
 
     def description(self) -> str:
         """Model name and content hash."""
-        return f"rawbit model {self.model} ({self.cache_id()}) on {self.device}"
-
-    def cache_id(self) -> str:
-        """The model's content hash: new weights never reuse old points."""
         from .. import api
 
-        return api.model_id(self.model)
+        return f"rawbit model {self.model} ({api.model_id(self.model)}) on {self.device}"
+
+    def cache_id(self) -> str:
+        """The model's content hash and the archive layer's coding: new weights or a new layer
+        never reuse old points."""
+        from .. import api, archive
+
+        return f"{api.model_id(self.model)}+archive{archive.CODING}"
 
     def prepare(self) -> None:
         """rawbit.api caches loaded models per process: load it now, outside the timed calls."""

@@ -1,7 +1,9 @@
-"""Writing a minimal, valid Bayer DNG (DNG 1.4) with tifffile, for synthetic training data."""
+"""Writing a minimal, valid Bayer DNG (DNG 1.4) with tifffile: synthetic training data, and the
+sensor planes an archive-layer decoder hands to LibRaw (rawbit.render.render_planes)."""
 
 from __future__ import annotations
 
+import io
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -42,7 +44,29 @@ def write_dng(
     model: str = "synthetic",
 ) -> None:
     """Write an (H, W) uint16 Bayer mosaic as an uncompressed DNG, atomically."""
-    path = Path(path)
+    data = dng_bytes(mosaic, cfa=cfa, black_level=black_level, white_level=white_level,
+                     as_shot_neutral=as_shot_neutral, color_matrix=color_matrix, orientation=orientation,
+                     make=make, model=model)  # fmt: skip
+    # All or nothing, even if the process dies mid-write: a half DNG would poison a training set.
+    with atomic_writer(Path(path), force=True) as f:
+        f.write(data)
+
+
+def dng_bytes(
+    mosaic: np.ndarray,
+    *,
+    cfa: str = "RGGB",
+    black_level: int,
+    white_level: int,
+    as_shot_neutral: Sequence[float],
+    color_matrix: Sequence[Sequence[float]] | np.ndarray,
+    orientation: int = 1,
+    make: str = "rawbit",
+    model: str = "synthetic",
+    matrix_denominator: int = 10_000,
+) -> bytes:
+    """An (H, W) uint16 Bayer mosaic as the bytes of an uncompressed DNG. The colour matrix is
+    stored as rationals over `matrix_denominator` (entries must stay below 2**31 / it)."""
     mosaic = np.asarray(mosaic)
     cfa = cfa.upper()
     if cfa not in CFA_PATTERNS:
@@ -73,19 +97,19 @@ def write_dng(
         (50711, _SHORT, 1, 1, True),  # CFALayout: rectangular
         (50714, _LONG, 1, int(black_level), True),  # BlackLevel
         (50717, _LONG, 1, int(white_level), True),  # WhiteLevel
-        (50721, _SRATIONAL, 9, _rationals(matrix.reshape(-1), 10_000), True),  # ColorMatrix1
+        (50721, _SRATIONAL, 9, _rationals(matrix.reshape(-1), matrix_denominator), True),  # ColorMatrix1
         (50728, _RATIONAL, 3, _rationals(neutral), True),  # AsShotNeutral
         (50778, _SHORT, 1, 21, True),  # CalibrationIlluminant1: D65
     ]
-    # All or nothing, even if the process dies mid-write: a half DNG would poison a training set.
-    with atomic_writer(path, force=True) as f:
-        tifffile.imwrite(
-            f,
-            np.ascontiguousarray(mosaic),
-            photometric=32803,  # CFA
-            planarconfig="contig",
-            subfiletype=0,  # full-resolution image
-            metadata=None,  # no JSON ImageDescription
-            software="rawbit",
-            extratags=extratags,
-        )
+    buf = io.BytesIO()
+    tifffile.imwrite(
+        buf,
+        np.ascontiguousarray(mosaic),
+        photometric=32803,  # CFA
+        planarconfig="contig",
+        subfiletype=0,  # full-resolution image
+        metadata=None,  # no JSON ImageDescription
+        software="rawbit",
+        extratags=extratags,
+    )
+    return buf.getvalue()
