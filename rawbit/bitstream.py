@@ -73,6 +73,8 @@ _HEADERS = {
 HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52, 104, 104 and 110 bytes
 HEADER_SIZE = HEADER_SIZES[3]
 MAX_ARCHIVE_SHIFT = 12
+# LibRaw renders nothing smaller: an archive layer's planes go to LibRaw (rawbit.render.render_planes).
+MIN_ARCHIVE_SIDE = 22
 CRC_SIZE = 4
 
 
@@ -288,10 +290,9 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
             raise _damaged(name, problem)
     archive = {}
     if version >= 4:
-        if h.archive_base < 1 or h.archive_base >= h.quality:
-            raise _damaged(name, f"archive layer over rate point {h.archive_base}, for quality {h.quality}")
-        if not 1 <= h.archive_shift <= MAX_ARCHIVE_SHIFT:
-            raise _damaged(name, f"archive step 2^-{h.archive_shift}")
+        problem = archive_problem(h.height, h.width, h.quality, h.archive_base, h.archive_shift, cam_to_srgb)
+        if problem:
+            raise _damaged(name, problem)
         # the residual of every photosite at <= 4 bytes (rANS), plus its tile scales
         if not 8 <= h.archive_length <= 4 * pixels + pixels // 64 + _STREAM_SLACK:
             raise _damaged(name, f"{h.archive_length} bytes of archive layer for {pixels} pixels")
@@ -316,6 +317,27 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         cam_to_srgb=cam_to_srgb,
         **archive,
     )
+
+
+def archive_problem(height: int, width: int, quality: int, base: int, shift: int, cam_to_srgb) -> str | None:
+    """Why a format-4 header's archive fields cannot be right, or None: a layer over a rate point at
+    or above the quality asked for, a step out of range, a photo too small for LibRaw, or a colour
+    matrix the decoder cannot take back (its inverse predicts the planes and gives LibRaw its matrix)."""
+    if base < 1 or base >= quality:
+        return f"archive layer over rate point {base}, for quality {quality}"
+    if not 1 <= shift <= MAX_ARCHIVE_SHIFT:
+        return f"archive step 2^-{shift}"
+    if min(height, width) < MIN_ARCHIVE_SIDE:
+        return f"an archive layer for a {width}×{height} photo (at least {MIN_ARCHIVE_SIDE} a side)"
+    if cam_to_srgb is None:
+        return "an archive layer without the photo's colour matrix"
+    m = [list(cam_to_srgb[0:3]), list(cam_to_srgb[3:6]), list(cam_to_srgb[6:9])]
+    cof = [[m[(i + 1) % 3][(j + 1) % 3] * m[(i + 2) % 3][(j + 2) % 3] - m[(i + 1) % 3][(j + 2) % 3] * m[(i + 2) % 3][(j + 1) % 3]
+            for j in range(3)] for i in range(3)]  # fmt: skip
+    det = sum(m[0][j] * cof[0][j] for j in range(3))
+    if not abs(det) > 0 or max(abs(c / det) for row in cof for c in row) >= MAX_MATRIX:
+        return f"a colour matrix that cannot be inverted within range {_fmt(cam_to_srgb)}"
+    return None
 
 
 def check_pixel_limit(height: int, width: int, max_pixels: int | None, name: str = "input") -> None:

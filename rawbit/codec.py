@@ -19,7 +19,7 @@ from .nets.probability import float32_path_in_bands
 from .nets.rbn import LatentStreams
 from .rans import StreamError, guarded_rans
 from .raw import RawImage, crop_to_photo, orient
-from .render import render_planes
+from .render import RenderError, render_planes
 
 
 @contextlib.contextmanager
@@ -29,12 +29,16 @@ def _transforms_on(model: RBN, device: torch.device) -> Iterator[None]:
 
     The transforms run channels-last (NHWC), which oneDNN's CPU convolutions take ~1.5x faster;
     inputs are converted with `channels_last`. Restored afterwards: exported weights must be
-    contiguous."""
+    contiguous. On a GPU, TF32 stays off: its 10-bit mantissas would move a GPU's photo ~1e-3 from
+    a CPU's, and an archive layer (rawbit/archive.py) is a residual against that photo."""
     model.g_a.to(device, memory_format=torch.channels_last)
     model.g_s.to(device, memory_format=torch.channels_last)
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         yield
     finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
         model.g_a.to("cpu", memory_format=torch.contiguous_format)
         model.g_s.to("cpu", memory_format=torch.contiguous_format)
 
@@ -115,6 +119,9 @@ def encode_raw(
     wb_values = bitstream.as_float32(raw.meta.wb)
     ccm_values = bitstream.as_float32(raw.meta.cam_to_srgb)
     problem = bitstream.colour_problem(wb_values, ccm_values)
+    if layered and not problem:  # never write a file the decoder would refuse
+        problem = bitstream.archive_problem(*raw.size, quality, *layered, ccm_values)
+        problem = problem and f"not at an archive setting: {problem}"
     if problem:
         raise RawbitError(f"{name}: cannot be coded ({problem})")
     x = model.pad(torch.from_numpy(raw.packed).unsqueeze(0))  # (1, 4, h, w), padded
@@ -153,6 +160,7 @@ def encode_raw(
     photo = _learned_photo(f, model, device, name)
     balanced = isp.white_balance(torch.from_numpy(raw.packed)[None].double(), wb.double())[0]
     stream = archive.encode(balanced, photo, ccm[0], shift)
+    archive.parse(stream, f.coded_size, name)  # its structure as the decoder will check it
     return dataclasses.replace(f, version=4, quality=quality, archive=stream, archive_base=base, archive_shift=shift)
 
 
@@ -173,6 +181,10 @@ def check_decodable(f: RbitFile, model: RBN, name: str = "input", max_pixels: in
     if model.config.output == "raw":
         raise ModelError(f"{name}: this model decodes to packed RAW (a compression teacher), not to photos")
     rate = f.archive_base if f.archive else f.quality
+    if f.archive:  # an RbitFile may come unparsed: the container's own checks of the layer first
+        problem = bitstream.archive_problem(f.height, f.width, f.quality, f.archive_base, f.archive_shift, f.cam_to_srgb)
+        if problem:
+            raise BitstreamError(f"{name}: damaged .rbit file ({problem})")
     if not 1 <= rate <= model.n_rates:
         raise BitstreamError(f"{name}: damaged .rbit file (rate point {rate}, this model has 1..{model.n_rates})")
     if f.archive and not archive.levels(model):
@@ -205,12 +217,16 @@ def decode_rbit(
     guarded before compressai's decoder sees it and must be consumed exactly as the encoder wrote
     it, and a latent or image that is not finite is a damaged stream, never NaN pixels."""
     check_decodable(f, model, name, max_pixels)
+    layer = archive.parse(f.archive, f.coded_size, name) if f.archive else None  # before the costly part
     photo = _learned_photo(f, model, device, name)
-    if not f.archive:
+    if layer is None:
         return _photo(crop_to_photo(photo[0], f.pad, (f.height, f.width)), f.orientation, bits)
     _, ccm = _colour_tensors(f.wb, f.cam_to_srgb)
-    balanced = archive.decode(f.archive, photo, ccm[0], f.archive_shift, f.coded_size, name)
-    image = render_planes(balanced.numpy(), f.pad, (f.height, f.width), ccm[0].double().numpy(), bits)
+    balanced = archive.decode(layer, photo, ccm[0], f.archive_shift, name)
+    try:
+        image = render_planes(balanced.numpy(), f.pad, (f.height, f.width), ccm[0].double().numpy(), bits)
+    except (RenderError, ValueError) as e:  # the header's checks should leave none
+        raise BitstreamError(f"{name}: damaged .rbit file (LibRaw cannot render its sensor data: {_one_line(e)})") from e
     return orient(image, f.orientation)
 
 

@@ -105,7 +105,7 @@ def rans_decode(coder, stream: bytes, indexes, cdfs, cdf_sizes, offsets) -> list
 def rans_encode(coder, symbols, indexes, cdfs, cdf_sizes, offsets) -> bytes:
     """compressai's encode_with_indexes, for symbols it can code (see above), else StreamError."""
     if not _fits(_encoded_bits_bound(symbols, indexes, cdfs, cdf_sizes, offsets), len(indexes)):
-        raise StreamError("latent values out of the entropy coder's range")
+        raise StreamError("values out of the entropy coder's range")
     return coder._encoder.encode_with_indexes(symbols, indexes, cdfs, cdf_sizes, offsets)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,10 @@ def reference_rendering(
     return orient(rgb, flip) if oriented else np.ascontiguousarray(rgb)
 
 
+class RenderError(RuntimeError):
+    """LibRaw refused the sensor data handed to it (render_planes)."""
+
+
 def render_planes(
     balanced: np.ndarray, pad: tuple[int, int], size: tuple[int, int], cam_to_srgb: np.ndarray, bits: int = 8
 ) -> np.ndarray:
@@ -67,10 +72,13 @@ def render_planes(
     mosaic = crop_to_photo(unpack(np.asarray(balanced, dtype=np.float64)), pad, size)
     u16 = np.clip(np.floor(mosaic * 65535.0 + 1e-6), 0, 65535).astype(np.uint16)
     cam_xyz = np.linalg.inv(np.asarray(cam_to_srgb, dtype=np.float64)) @ np.linalg.inv(XYZ_RGB)
-    data = dng_bytes(u16, cfa=pattern_for_pad(pad), black_level=0, white_level=65535, as_shot_neutral=(1, 1, 1),
-                     color_matrix=cam_xyz, matrix_denominator=1_000_000)  # fmt: skip
     settings = dict(RENDER_SETTINGS, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD, output_bps=bits)
-    with rawpy.imread(io.BytesIO(data)) as raw:
-        rgb = raw.postprocess(**settings)
+    try:
+        data = dng_bytes(u16, cfa=pattern_for_pad(pad), black_level=0, white_level=65535, as_shot_neutral=(1, 1, 1),
+                         color_matrix=cam_xyz, matrix_denominator=1_000_000)  # fmt: skip
+        with rawpy.imread(io.BytesIO(data)) as raw:
+            rgb = raw.postprocess(**settings)
+    except (rawpy.LibRawError, struct.error) as e:  # e.g. a matrix whose rationals overflow
+        raise RenderError(str(e)) from e
     h, w = size
     return np.ascontiguousarray(rgb[:h, :w])

@@ -42,7 +42,8 @@ HANG_SECONDS = float(os.environ.get("FUZZ_HANG_SECONDS", "300"))  # killed, and 
 # --- mutations: pure functions of (bytes, parameters), shared by the suite and the long mode -------
 
 # (name, offset, size, struct format) of every header field (docs/FORMAT.md); colour fields from v2;
-# in v3 the crop bytes hold pad_top/pad_left.
+# in v3 the crop bytes hold pad_top/pad_left; the archive fields are v4's (in older files, bytes of
+# the EXIF or streams).
 FIELDS = [
     ("version", 4, 1, "B"), ("quality", 21, 1, "B"), ("context", 22, 1, "B"),
     ("height", 23, 4, ">I"), ("width", 27, 4, ">I"), ("crop_top", 31, 1, "B"),
@@ -51,11 +52,11 @@ FIELDS = [
     ("y_length", 46, 4, ">I"), ("exif_length", 50, 2, ">H"), ("model_id", 5, 16, "16s"),
 ] + [(f"wb{i}", 52 + 4 * i, 4, ">f") for i in range(4)] + [
     (f"ccm{i}", 68 + 4 * i, 4, ">f") for i in range(9)
-]  # fmt: skip
+] + [("archive_base", 104, 1, "B"), ("archive_shift", 105, 1, "B"), ("archive_length", 106, 4, ">I")]  # fmt: skip
 FIELD_NAMES = [f[0] for f in FIELDS]
 INT_KINDS = ["0", "1", "2", "max", "max-1", "half", "random"]
 FLOATS = [0.0, -0.0, 1.0, -1.0, 1e-30, 1e-45, 63.99, 64.0, 64.01, 1e30, 3.4e38, math.nan, math.inf, -math.inf]
-STREAMS = ["z", "y_anchor", "y_rest"]
+STREAMS = ["z", "y_anchor", "y_rest", "archive"]  # a file without an archive layer keeps none
 STREAM_HOWS = ["flip", "zero", "ones", "random", "cut", "insert", "delete", "empty", "double", "word"]
 
 
@@ -97,6 +98,9 @@ def _split(data: bytes):
 def _rebuild(f, **streams) -> bytes:
     from rawbit import bitstream
 
+    if f.version == 4 and streams.get("archive") == b"":  # build() writes no such file; a fuzzer does
+        data = bitstream.build(dataclasses.replace(f, **{**streams, "archive": b"\0"}))
+        return fix_crc(data[:106] + bytes(4) + data[110:-5] + bytes(4))
     return bitstream.build(dataclasses.replace(f, **streams))
 
 
@@ -113,7 +117,7 @@ def resplit(data: bytes, c1: int, c2: int) -> bytes:
 def mutate_stream(data: bytes, which: str, how: str, pos: int = 0, seed: int = 0) -> bytes:
     """Damage one stream's content (lengths in the header follow, CRC valid)."""
     f = _split(data)
-    if f is None:
+    if f is None or (which == "archive" and not f.archive):
         return data
     s = bytearray(getattr(f, which))
     rng = random.Random(seed)
@@ -331,8 +335,8 @@ def recode_legacy(data: bytes, model: Path | None, version: int) -> bytes:
 
 
 def make_bases(folder: Path, tiny: Path, with_default: bool = True) -> Bases:
-    """Small files written here: tiny-model .rbit files (format 3, and 2 and 1 re-coded as their
-    encoders coded them), a default-model file where the shipped model is installed, the format-1
+    """Small files written here: tiny-model .rbit files (format 3, format 4 with an archive layer,
+    and 2 and 1 re-coded as their encoders coded them), a default-model file where the shipped model is installed, the format-1
     fixture (which may not decode on this machine: docs/FORMAT.md), small DNGs and TIFFs."""
     import numpy as np
     import tifffile
@@ -351,6 +355,8 @@ def make_bases(folder: Path, tiny: Path, with_default: bool = True) -> Bases:
     t1 = api.encode(dng, model=tiny, quality=1, device="cpu")
     rbit["tiny-v3"] = (t1, str(tiny))
     rbit["tiny-v3-q7-oriented"] = (api.encode(dng_odd, model=tiny, quality=7, device="cpu"), str(tiny))
+    archive_quality = api.model_qualities(tiny)[-1]
+    rbit["tiny-v4-archive"] = (api.encode(dng_odd, model=tiny, quality=archive_quality, device="cpu"), str(tiny))
     rbit["tiny-v2"] = (recode_legacy(t1, tiny, 2), str(tiny))
     rbit["tiny-v1"] = (recode_legacy(t1, tiny, 1), str(tiny))
     if with_default and DEFAULT_MODEL in list_models():
@@ -645,19 +651,21 @@ if __name__ != "__main__":
     )  # fmt: skip
 
     def test_every_rbit_header_field_at_its_extremes(bases, worker):
-        """Each header field at 0, 1 and its maximum (CRC valid) on a tiny-model file: refused or decoded."""
-        data, model = bases.rbit["tiny-v3"]
+        """Each header field at 0, 1 and its maximum (CRC valid) on tiny-model files (format 3, and
+        format 4 with its archive layer): refused or decoded."""
         budget = Budget(BUDGET)
-        for name in FIELD_NAMES:
-            for kind in ("0", "1", "max"):
-                if budget.spent():
-                    break
-                bad = set_field(data, name, kind)
-                for command in ("decode", "info"):
-                    budget.cases += 1
-                    _, r = run_rbit_case(worker, bases.folder, bad, model, command)
-                    _check(r, bad, command, "tiny-v3", [("field", name, kind)])
-        print(f"fuzz: {budget.cases} header-field cases of {len(FIELD_NAMES) * 6}")
+        for base in ("tiny-v3", "tiny-v4-archive"):
+            data, model = bases.rbit[base]
+            for name in FIELD_NAMES:
+                for kind in ("0", "1", "max"):
+                    if budget.spent():
+                        break
+                    bad = set_field(data, name, kind)
+                    for command in ("decode", "info"):
+                        budget.cases += 1
+                        _, r = run_rbit_case(worker, bases.folder, bad, model, command)
+                        _check(r, bad, command, base, [("field", name, kind)])
+        print(f"fuzz: {budget.cases} header-field cases of {2 * len(FIELD_NAMES) * 6}")
 
     def test_empty_and_resplit_streams_never_crash(bases, worker):
         """The SIGSEGV cases of issue 11: empty or re-split streams behind a valid header."""
