@@ -272,8 +272,9 @@ def _indexes(scales: np.ndarray, shape: tuple[int, ...], part: slice | None = No
 
 @functools.lru_cache(maxsize=None)
 def _tables(shift: int) -> tuple[list[list[int]], list[int], list[int]]:
-    """One quantised CDF per table scale: a discretised Laplacian over every residual a step of
-    2**-shift allows (|q| <= 2**shift), plus compressai's escape symbol (never used)."""
+    """One quantised CDF per table scale: a discretised Laplacian over every residual the learned
+    photo alone allows at a step of 2**-shift (|q| <= 2**shift), plus compressai's escape symbol,
+    which codes the rare larger one (a large prediction from the planes decoded before)."""
     from compressai._CXX import pmf_to_quantized_cdf
 
     limit = 2**shift

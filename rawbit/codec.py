@@ -157,7 +157,7 @@ def encode_raw(
         return f
     # The residual is taken against exactly the photo the decoder will synthesise from these bits.
     base, shift = layered
-    photo = _learned_photo(f, model, device, name)
+    photo = _learned_photo(f, model, device, name, q)
     balanced = isp.white_balance(torch.from_numpy(raw.packed)[None].double(), wb.double())[0]
     stream = archive.encode(balanced, photo, ccm[0], shift)
     archive.parse(stream, f.coded_size, name)  # its structure as the decoder will check it
@@ -216,9 +216,9 @@ def decode_rbit(
     Refuses, never crashes: the header is checked against the model first, each rANS stream is
     guarded before compressai's decoder sees it and must be consumed exactly as the encoder wrote
     it, and a latent or image that is not finite is a damaged stream, never NaN pixels."""
-    check_decodable(f, model, name, max_pixels)
+    q = check_decodable(f, model, name, max_pixels)
     layer = archive.parse(f.archive, f.coded_size, name) if f.archive else None  # before the costly part
-    photo = _learned_photo(f, model, device, name)
+    photo = _learned_photo(f, model, device, name, q)
     if layer is None:
         return _photo(crop_to_photo(photo[0], f.pad, (f.height, f.width)), f.orientation, bits)
     _, ccm = _colour_tensors(f.wb, f.cam_to_srgb)
@@ -231,9 +231,9 @@ def decode_rbit(
 
 
 @torch.inference_mode()
-def _learned_photo(f: RbitFile, model: RBN, device: torch.device, name: str) -> Tensor:
-    """(1, 3, H', W') the synthesis transform's output for a checked file, at least the coded size."""
-    q = check_decodable(f, model, name, None)
+def _learned_photo(f: RbitFile, model: RBN, device: torch.device, name: str, q: int) -> Tensor:
+    """(1, 3, H', W') the synthesis transform's output at least the coded size, for a file
+    `check_decodable` has checked (q: the rate index it gave)."""
     lh, lw = f.latent_size
     exact = f.version >= 3  # formats 1-2 were coded with compressai's float path
     try:

@@ -25,6 +25,13 @@ RENDER_SETTINGS = dict(
 )
 
 
+def _libraw_settings(bits: int = 8) -> dict:
+    """RENDER_SETTINGS as rawpy's postprocess takes them, at 8 or 16 bits."""
+    import rawpy
+
+    return dict(RENDER_SETTINGS, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD, output_bps=bits)
+
+
 def reference_rendering(
     path: str | Path, oriented: bool = False, mosaic: np.ndarray | None = None
 ) -> np.ndarray:
@@ -32,9 +39,7 @@ def reference_rendering(
     phase); with `oriented`, turned by the file's flip code as decode turns its output. `mosaic`
     replaces the file's visible sensor data (same shape, e.g. after lossy coding) before LibRaw
     renders it."""
-    import rawpy
-
-    settings = dict(RENDER_SETTINGS, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD)
+    settings = _libraw_settings()
     with open_raw(path) as raw:
         bayer_pattern(raw, path)  # refuses what rawbit cannot code, as read_raw does
         h, w = raw.raw_image_visible.shape
@@ -63,8 +68,8 @@ def render_planes(
     these values: black 0, white 65535 and neutral white balance (so scale_colors multiplies by 1),
     and a ColorMatrix1 from which LibRaw's cam_xyz_coeff gives back `cam_to_srgb` as its rgb_cam
     (cam_rgb = cam_xyz @ xyz_rgb, rows normalised, inverted). AHD then sees what it would have seen
-    in the original file, and its output matches the reference up to 16-bit rounding (~63 dB and
-    more on the real files, tests/test_archive.py)."""
+    in the original file, and its output matches the reference up to 16-bit rounding (60-99 dB on
+    the exact planes of the real files, tests/test_archive.py)."""
     import rawpy
 
     from .data.dng import dng_bytes
@@ -72,7 +77,7 @@ def render_planes(
     mosaic = crop_to_photo(unpack(np.asarray(balanced, dtype=np.float64)), pad, size)
     u16 = np.clip(np.floor(mosaic * 65535.0 + 1e-6), 0, 65535).astype(np.uint16)
     cam_xyz = np.linalg.inv(np.asarray(cam_to_srgb, dtype=np.float64)) @ np.linalg.inv(XYZ_RGB)
-    settings = dict(RENDER_SETTINGS, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD, output_bps=bits)
+    settings = _libraw_settings(bits)
     try:
         data = dng_bytes(u16, cfa=pattern_for_pad(pad), black_level=0, white_level=65535, as_shot_neutral=(1, 1, 1),
                          color_matrix=cam_xyz, matrix_denominator=1_000_000)  # fmt: skip

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from rawbit import api, archive, bitstream, isp
-from rawbit.codec import _learned_photo
+from rawbit.codec import _learned_photo, check_decodable
 from rawbit.errors import BitstreamError, RawbitError
 from rawbit.metrics import psnr
 from rawbit.nets.registry import DEFAULT_MODEL, list_models, load_model
@@ -69,7 +69,8 @@ def decoded_planes(data: bytes, weights) -> tuple[torch.Tensor, torch.Tensor, in
     """The archive layer's planes and the original ones (with the header's float32 gains, as the
     encoder took them), both on the curve, and the file's shift."""
     f = bitstream.parse(data)
-    photo = _learned_photo(f, load_model(weights).model, torch.device("cpu"), "photo")
+    model = load_model(weights).model
+    photo = _learned_photo(f, model, torch.device("cpu"), "photo", check_decodable(f, model, "photo"))
     ccm = torch.tensor(f.cam_to_srgb, dtype=torch.float32).reshape(3, 3)
     planes = archive.decode(archive.parse(f.archive, f.coded_size), photo, ccm, f.archive_shift)
     return isp.gamma_curve(planes), f.archive_shift

@@ -30,23 +30,10 @@ def _rationals(values: Sequence[float], denominator: int = 1_000_000) -> tuple[i
     return tuple(out)
 
 
-def write_dng(
-    path: str | Path,
-    mosaic: np.ndarray,
-    *,
-    cfa: str = "RGGB",
-    black_level: int,
-    white_level: int,
-    as_shot_neutral: Sequence[float],
-    color_matrix: Sequence[Sequence[float]] | np.ndarray,
-    orientation: int = 1,
-    make: str = "rawbit",
-    model: str = "synthetic",
-) -> None:
-    """Write an (H, W) uint16 Bayer mosaic as an uncompressed DNG, atomically."""
-    data = dng_bytes(mosaic, cfa=cfa, black_level=black_level, white_level=white_level,
-                     as_shot_neutral=as_shot_neutral, color_matrix=color_matrix, orientation=orientation,
-                     make=make, model=model)  # fmt: skip
+def write_dng(path: str | Path, mosaic: np.ndarray, **fields) -> None:
+    """Write an (H, W) uint16 Bayer mosaic as an uncompressed DNG, atomically; `fields` are
+    `dng_bytes`'s keyword arguments (cfa, black_level, white_level, as_shot_neutral, ...)."""
+    data = dng_bytes(mosaic, **fields)
     # All or nothing, even if the process dies mid-write: a half DNG would poison a training set.
     with atomic_writer(Path(path), force=True) as f:
         f.write(data)
