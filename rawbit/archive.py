@@ -126,7 +126,7 @@ def encode(balanced: torch.Tensor, photo: torch.Tensor, cam_to_srgb: torch.Tenso
     try:
         for part in _chunks(symbols.size):
             indexes = _indexes(scales, q.shape, part)
-            chunk = rans_encode(coder, symbols[part].tolist(), indexes.tolist(), cdfs, sizes, offsets)
+            chunk = rans_encode(coder, symbols[part], indexes, cdfs, sizes, offsets)
             chunks.append(struct.pack(">I", len(chunk)) + chunk)
     except StreamError as e:
         raise RawbitError(f"cannot code the archive layer ({e})") from e
@@ -197,7 +197,7 @@ def decode(layer: Layer, photo: torch.Tensor, cam_to_srgb: torch.Tensor, shift: 
     for i, (part, chunk) in enumerate(zip(_chunks(q.size), layer.chunks)):
         indexes = _indexes(layer.scales, shape, part)
         try:
-            q[part] = rans_decode(coder, chunk, indexes.tolist(), cdfs, sizes, offsets)
+            q[part] = rans_decode(coder, chunk, indexes, cdfs, sizes, offsets)
         except StreamError as e:
             raise BitstreamError(f"{name}: damaged .rbit stream (archive layer, chunk {i + 1}: {e})") from e
     q = q.reshape(shape)

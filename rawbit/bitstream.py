@@ -437,5 +437,7 @@ def rewrite_header(data: bytes, **fields) -> bytes:
     for new_name, old_name in (("pad_top", "crop_top"), ("pad_left", "crop_left")):  # across 2 <-> 3
         header.setdefault(new_name, header.get(old_name, 0))
         header.setdefault(old_name, header[new_name])
+    for name in ("archive_base", "archive_shift", "archive_length"):  # 3 -> 4: no layer, until a field says
+        header.setdefault(name, 0)
     body = layout.build(header) + data[size:-CRC_SIZE]
     return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")

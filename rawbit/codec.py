@@ -134,7 +134,7 @@ def encode_raw(
         raise RawbitError(f"{name}: cannot be coded (the encoder's latent is not finite)")
     try:
         with guarded_rans(model):
-            streams, latent_size = model.compress_latent(y, q, exact=True)
+            streams, latent_size, y_hat = model.compress_latent(y, q, exact=True, y_hat=True)
     except StreamError as e:
         raise RawbitError(f"{name}: cannot be coded ({e})") from e
     h, w = raw.size
@@ -155,9 +155,10 @@ def encode_raw(
     )
     if layered is None:
         return f
-    # The residual is taken against exactly the photo the decoder will synthesise from these bits.
+    # The residual is taken against exactly the photo the decoder will synthesise from these bits
+    # (the y_hat the decoder rebuilds: the same integer arithmetic, tests/test_codec.py).
     base, shift = layered
-    photo = _learned_photo(f, model, device, name, q)
+    photo = _synthesized_photo(f, model, y_hat, device, name)
     balanced = isp.white_balance(torch.from_numpy(raw.packed)[None].double(), wb.double())[0]
     stream = archive.encode(balanced, photo, ccm[0], shift)
     archive.parse(stream, f.coded_size, name)  # its structure as the decoder will check it
@@ -245,6 +246,11 @@ def _learned_photo(f: RbitFile, model: RBN, device: torch.device, name: str, q: 
         raise _decode_failure(name, f, e) from e
     if not torch.isfinite(y_hat).all():
         raise BitstreamError(f"{name}: damaged .rbit stream (latent values that are not finite)")
+    return _synthesized_photo(f, model, y_hat, device, name)
+
+
+def _synthesized_photo(f: RbitFile, model: RBN, y_hat: Tensor, device: torch.device, name: str) -> Tensor:
+    """(1, 3, H', W') the synthesis transform's output for a file's dequantised latent."""
     wb, ccm = _colour_tensors(f.wb, f.cam_to_srgb)
     try:
         with _transforms_on(model, device):

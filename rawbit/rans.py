@@ -56,6 +56,16 @@ def _padding(stream: bytes, n_symbols: int) -> int:
     return 4 * (2 * n_symbols + 2 * ones + 64)
 
 
+def _ints(x) -> np.ndarray:
+    return x.astype(np.int64, copy=False) if isinstance(x, np.ndarray) else np.fromiter(x, dtype=np.int64, count=len(x))
+
+
+def _as_list(x) -> list[int]:
+    """compressai's coder takes Python lists; callers with large arrays (the archive layer) pass
+    numpy, which the guard's own arithmetic reads without building a list first."""
+    return x.tolist() if isinstance(x, np.ndarray) else x
+
+
 def _encoded_bits_bound(values, indexes, cdfs, cdf_sizes, offsets) -> float | None:
     """The bits compressai's encoder spends on these symbols (an upper bound, to a bit a word): each
     symbol's information, log2(2**16 / frequency) in its table, plus the 4-bit groups of the values
@@ -64,8 +74,8 @@ def _encoded_bits_bound(values, indexes, cdfs, cdf_sizes, offsets) -> float | No
     which ends only below 2**28 (past that, and for the negative numbers an overflow makes, never)."""
     n = len(indexes)
     table = np.asarray(cdfs, dtype=np.int64)
-    idx = np.fromiter(indexes, dtype=np.int64, count=n)
-    val = np.fromiter(values, dtype=np.int64, count=n) - np.asarray(offsets, dtype=np.int64)[idx]
+    idx = _ints(indexes)
+    val = _ints(values) - np.asarray(offsets, dtype=np.int64)[idx]
     max_value = np.asarray(cdf_sizes, dtype=np.int64)[idx] - 2
     bypass = (val < 0) | (val >= max_value)
     coded = np.where(bypass, max_value, val)  # the symbol the table codes: the escape for a bypass
@@ -91,22 +101,25 @@ def _fits(bits: float | None, n_symbols: int) -> bool:
 
 
 def rans_decode(coder, stream: bytes, indexes, cdfs, cdf_sizes, offsets) -> list[int]:
-    """compressai's decode_with_indexes, guarded (see above); raises StreamError for a bad stream."""
+    """compressai's decode_with_indexes, guarded (see above); raises StreamError for a bad stream.
+    `indexes`: a list or an integer array."""
     n = len(indexes)
     check_stream(stream, n)
-    values = coder._decoder.decode_with_indexes(stream + bytes(_padding(stream, n)), indexes, cdfs, cdf_sizes, offsets)
+    listed = _as_list(indexes)
+    values = coder._decoder.decode_with_indexes(stream + bytes(_padding(stream, n)), listed, cdfs, cdf_sizes, offsets)
     if not _fits(_encoded_bits_bound(values, indexes, cdfs, cdf_sizes, offsets), n):
         raise StreamError("it decodes to values that no encoder wrote")  # nor could write
-    if coder._encoder.encode_with_indexes(values, indexes, cdfs, cdf_sizes, offsets) != stream:
+    if coder._encoder.encode_with_indexes(values, listed, cdfs, cdf_sizes, offsets) != stream:
         raise StreamError("it was not consumed exactly as the encoder wrote it")
     return values
 
 
 def rans_encode(coder, symbols, indexes, cdfs, cdf_sizes, offsets) -> bytes:
-    """compressai's encode_with_indexes, for symbols it can code (see above), else StreamError."""
+    """compressai's encode_with_indexes, for symbols it can code (see above), else StreamError.
+    `symbols`, `indexes`: lists or integer arrays."""
     if not _fits(_encoded_bits_bound(symbols, indexes, cdfs, cdf_sizes, offsets), len(indexes)):
         raise StreamError("values out of the entropy coder's range")
-    return coder._encoder.encode_with_indexes(symbols, indexes, cdfs, cdf_sizes, offsets)
+    return coder._encoder.encode_with_indexes(_as_list(symbols), _as_list(indexes), cdfs, cdf_sizes, offsets)
 
 
 class _GuardedCoder:

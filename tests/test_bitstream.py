@@ -164,6 +164,12 @@ def test_rewrite_header_keeps_a_valid_checksum():
     assert (f.quality, f.orientation) == (7, 0) and f.y_rest == F.y_rest
 
 
+def test_a_format_3_file_relabelled_format_4_is_a_damaged_file():
+    """The fuzzers relabel versions: a format-3 header read as format 4 has no archive layer."""
+    with pytest.raises(BitstreamError, match="damaged .rbit file .archive layer over rate point 0"):
+        bitstream.parse(bitstream.rewrite_header(bitstream.build(F), version=4))
+
+
 # --- reading a file: the header first, then exactly the bytes it announces ------------------------
 
 

@@ -126,6 +126,19 @@ def test_probability_path_in_parallel_bands_computes_what_the_whole_latent_does(
     assert "forward" not in vars(codec.context_prediction) and torch.equal(after, whole[0])
 
 
+def test_the_encoders_latent_is_exactly_what_the_decoder_rebuilds(tiny_weights):
+    """An archive encode takes its residual against the photo synthesised from the latent the
+    encoder quantised; the decoder must rebuild that latent bit for bit from the streams."""
+    model = load_model(tiny_weights).model
+    torch.manual_seed(3)
+    y = torch.randn(1, model.config.latent_channels, 8, 12) * 5
+    with torch.inference_mode():
+        streams, size, y_hat = model.compress_latent(y, 1, y_hat=True)
+        rebuilt = model.decompress_latent(streams, size, 1)
+    assert y_hat.dtype == rebuilt.dtype == torch.float32
+    assert torch.equal(y_hat, rebuilt) and not torch.equal(y_hat, y)
+
+
 # --- decoding refuses, never crashes: every error one line, naming the file, no CLI flags ----------
 
 from rawbit import codec, rans  # noqa: E402
@@ -472,15 +485,19 @@ def test_legacy_ids_of_format_1_weights(tiny_file, tiny_weights, tmp_path, monke
     _refused(v1, edited, "not with the model given")
 
 
-def test_the_shipped_model_keeps_its_legacy_id():
+def test_the_model_of_the_format_1_files_ships_and_keeps_its_legacy_id():
+    """Format-1 files name their model by a legacy id; the model that wrote them (rbn-lite-v5,
+    the default until 2026-12-03) still ships, so they still find it."""
     from rawbit.nets import weights
-    from rawbit.nets.registry import DEFAULT_MODEL, list_models
+    from rawbit.nets.registry import list_models
 
-    path = list_models().get(DEFAULT_MODEL)
-    if path is None:
-        pytest.skip("no shipped default model")
-    ids = weights.identify(path)
-    if ids.legacy_id not in weights.SHIPPED_LEGACY_IDS:
-        pytest.skip("the shipped model is newer than the format-1 files")
-    assert weights.SHIPPED_LEGACY_IDS[ids.legacy_id] == ids.model_id
-    assert weights.load(path)[1] == ids.model_id
+    if not list_models():
+        pytest.skip("no shipped models")
+    legacy = {}
+    for path in list_models().values():
+        ids = weights.identify(path)
+        if ids.legacy_id in weights.SHIPPED_LEGACY_IDS:
+            legacy[ids.legacy_id] = (ids.model_id, weights.load(path)[1])
+    assert legacy, "no shipped model wrote the format-1 files"
+    for legacy_id, (model_id, loaded_id) in legacy.items():
+        assert weights.SHIPPED_LEGACY_IDS[legacy_id] == model_id == loaded_id

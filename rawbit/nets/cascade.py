@@ -110,8 +110,8 @@ class Cascade(nn.Module):
     def synthesize(self, y_hat: Tensor, record: list[Tensor] | None = None, **colour) -> Tensor:
         return self.comp.synthesize(y_hat, record)
 
-    def compress_latent(self, y: Tensor, q: int, exact: bool = True):
-        return self.comp.compress_latent(y, q, exact)
+    def compress_latent(self, y: Tensor, q: int, exact: bool = True, y_hat: bool = False):
+        return self.comp.compress_latent(y, q, exact, y_hat)
 
     def decompress_latent(self, streams, y_size: tuple[int, int], q: int, exact: bool = True) -> Tensor:
         return self.comp.decompress_latent(streams, y_size, q, exact)

@@ -200,7 +200,9 @@ class ExactProbabilityPath(nn.Module):
         self.scale_table = self.gaussian.scale_table.to(torch.float64)
 
     @torch.inference_mode()
-    def compress(self, y: Tensor) -> list[bytes]:
+    def compress(self, y: Tensor) -> tuple[list[bytes], Tensor]:
+        """[y anchors, y non-anchors, z] and the dequantised latent the decoder will rebuild from
+        them (float32, as `decompress` returns it): the same integer arithmetic on both sides."""
         hyper = self.hyper
         z = hyper.h_a(y)
         z_strings = hyper.entropy_bottleneck.compress(z)
@@ -214,8 +216,8 @@ class ExactProbabilityPath(nn.Module):
             strings.append(s)
             return symbols + means  # what the decoder will rebuild
 
-        self._checkerboard(params, code)
-        return [strings[0], strings[1], z_strings[0]]
+        y_hat = from_grid(self._checkerboard(params, code)).to(torch.float32)
+        return [strings[0], strings[1], z_strings[0]], y_hat
 
     @torch.inference_mode()
     def decompress(self, strings: list[bytes], y_size: tuple[int, int]) -> Tensor:

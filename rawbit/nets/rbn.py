@@ -259,10 +259,16 @@ class RBN(CompressionModel):
     # --- coding (the probability path runs wherever the latent codec lives: keep it on CPU) -------
     # exact=True: the integer probability path (nets/probability.py) that format-3 files are coded
     # with; exact=False: compressai's float32 path, which files of formats 1 and 2 were written with.
-    def compress_latent(self, y: Tensor, q: int, exact: bool = True) -> tuple[LatentStreams, tuple[int, int]]:
-        """Quantise and rANS-code y (one image): its streams and y's (h, w)."""
+    def compress_latent(self, y: Tensor, q: int, exact: bool = True, y_hat: bool = False):
+        """Quantise and rANS-code y (one image): its streams and y's (h, w), and with `y_hat` (exact
+        path only) the latent `decompress_latent` will give back, which spares an encoder that
+        needs the decoded photo a second pass through the entropy model."""
         if exact:
-            return LatentStreams(*ExactProbabilityPath(self.latent_codec).compress(y * self.gain(q))), tuple(y.shape[-2:])
+            strings, hat = ExactProbabilityPath(self.latent_codec).compress(y * self.gain(q))
+            out = LatentStreams(*strings), tuple(y.shape[-2:])
+            return (*out, hat * self.gain(q, inverse=True)) if y_hat else out
+        if y_hat:
+            raise ValueError("y_hat is given by the exact probability path only")
         out = self.latent_codec.compress(y * self.gain(q))
         return LatentStreams(*(s[0] for s in out["strings"])), tuple(y.shape[-2:])
 
