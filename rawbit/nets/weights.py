@@ -31,7 +31,7 @@ LEGACY_FORMAT = "rawbit-weights/1"  # model_id was the tensors' hash alone
 # A format-1 .rbit file carrying one of these decodes only with that very model (same tensors *and*
 # configuration), not with a copy whose configuration was edited.
 SHIPPED_LEGACY_IDS = {
-    "6de41b2b5f9ffbdd5813a9914d7445ff": "63ad9df591e8d10668baaffbcc02d4b9",  # rbn-lite, shipped 2026 (stage 4)
+    "6de41b2b5f9ffbdd5813a9914d7445ff": "63ad9df591e8d10668baaffbcc02d4b9",  # rbn-lite-v5 (the default until 2026-12-03)
 }
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
