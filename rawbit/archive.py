@@ -264,7 +264,8 @@ def _indexes(scales: np.ndarray, shape: tuple[int, ...], part: slice | None = No
     """The table index of each symbol (plane-major, row-major; those of `part` only), from its
     tile's scale."""
     _, h, w = shape
-    flat = np.arange(h * w * 4, dtype=np.int64)[part if part is not None else slice(None)]
+    part = part or slice(0, 4 * h * w)
+    flat = np.arange(part.start, part.stop, dtype=np.int64)  # this chunk's positions only
     plane, rest = np.divmod(flat, h * w)
     row, col = np.divmod(rest, w)
     return scales[plane, row // TILE, col // TILE].astype(np.int32)
