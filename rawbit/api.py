@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DEFAULT_QUALITY, archive, bitstream
+from . import DEFAULT_QUALITY, bitstream, ladder
 from .bitstream import DEFAULT_MAX_PIXELS, RbitFile
 from .codec import decode_rbit, encode_raw
 from .device import pick_device
@@ -90,6 +90,9 @@ def info(data: RbitSource, name: str | None = None) -> dict:
     if f.archive:
         d["streams"]["archive"] = len(f.archive)
         d["archive"] = {"base_quality": f.archive_base, "step": f"1/{2 ** f.archive_shift}"}
+    if f.detail:
+        d["streams"]["detail"] = len(f.detail)
+        d["detail"] = {"base_quality": f.detail_base, "step": f.detail_step}
     if f.wb is not None:
         d["white_balance"] = [round(v, 6) for v in f.wb]
         d["cam_to_srgb"] = [[round(v, 6) for v in row] for row in f.cam_to_srgb_rows]
@@ -142,9 +145,8 @@ def reference(path: str | Path) -> np.ndarray:
 
 
 def model_qualities(model: str | Path | None = "default") -> list[int]:
-    """Every quality the model offers: its rate points, then its archive settings (rawbit.archive)."""
-    net = load_model(model).model
-    return list(range(1, net.n_rates + archive.levels(net) + 1))
+    """Every quality the model offers (rawbit/ladder.py): rate points, then detail and archive settings."""
+    return list(range(1, len(ladder.settings(load_model(model).model)) + 1))
 
 
 def model_id(model: str | Path | None = "default") -> str:

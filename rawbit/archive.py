@@ -1,6 +1,6 @@
 """The archive layer: the photo's sensor data within a known bound, on top of the learned photo.
 
-A rate point above the model's own (`--quality 12..14` for the shipped model) adds a second layer
+An archive setting (`--quality 13, 14` for the shipped models, rawbit/ladder.py) adds a second layer
 to the file: the white-balanced sensor planes, each value within ±step/2 of the original on
 LibRaw's output-curve scale, coded as the residual against a prediction made from the learned
 photo. The decoder renders those planes with LibRaw's own pipeline (`render.render_planes`), so
@@ -31,26 +31,23 @@ Why this shape (measured on the real test cameras; numbers in docs/bench.md):
 from __future__ import annotations
 
 import dataclasses
-import functools
-import struct
-import zlib
 
 import numpy as np
 import torch
 
-from . import isp
-from .errors import BitstreamError, RawbitError
-from .rans import StreamError, check_stream, rans_decode, rans_encode
+from . import isp, laplace
+from .errors import BitstreamError
 
-# Archive settings 1..3 above a model's own rate points: step = 2**-shift on the curve's [0, 1].
-# 1/64 is the coarsest that lies above the model's best rate point on every real test photo (1/32
-# fell below it on the Blackmagic, whose learned photo is already at 41 dB).
-SHIFTS = (6, 7, 8)
+# The archive settings at the top of the quality ladder (rawbit/ladder.py): step = 2**-shift on the
+# curve's [0, 1]. 1/128 is the coarsest above the finest detail setting on every real test photo:
+# 1/64 (38.4 dB on the Kodak DC50) fell below detail step 16 (38.7 dB at fewer bits), since the
+# DC50's colour matrix magnifies an error of the planes threefold. Files of any step 1/2 .. 1/4096
+# decode (format 4 stores it); 1/64 was the default's quality 12 until 2026-12-03.
+SHIFTS = (7, 8)
 # The learned layer under the archive one: this many rate points below the model's best (point 9
 # of 11 for the shipped model, the cheapest sum of both layers on the Nikon D1 and the Kodak DC50).
 BASE_BELOW_TOP = 2
 TILE = 32  # plane pixels a side; one scale index (a byte before zlib) per tile and plane
-CHUNK = 2**20  # at most this many symbols per rANS stream: the coder takes Python lists, ~70 B a symbol
 # Planes in coding order, G1 first: each later one's residual is predicted from those decoded before
 # it (and their 3x3 means), by least-squares coefficients sent as float32 (2 + 4 + 6 of them). The
 # residuals of one photosite's colours share the learned photo's errors: -3 % (Nikon D1) to -12 %
@@ -60,8 +57,6 @@ _N_COEFFICIENTS = 2 + 4 + 6
 _MAX_COEFFICIENT = 1e3
 # Bumped whenever what the layer codes changes (benchmark caches key on it with the model's id).
 CODING = 4
-_SCALES = np.geomspace(0.04, 512.0, 64)  # Laplace scales of the table, in steps
-_PRECISION = 16  # compressai's rANS
 
 
 def levels(model: torch.nn.Module) -> int:
@@ -72,12 +67,6 @@ def levels(model: torch.nn.Module) -> int:
     return len(SHIFTS) if codes_photos and getattr(config, "input", "raw") != "srgb" else 0
 
 
-def setting(model: torch.nn.Module, quality: int) -> tuple[int, int] | None:
-    """(base rate point, shift) of an archive quality, None for one of the model's own points."""
-    level = quality - model.n_rates
-    if level < 1:
-        return None
-    return max(1, model.n_rates - BASE_BELOW_TOP), SHIFTS[level - 1]
 
 
 def _on_curve(balanced: torch.Tensor) -> torch.Tensor:
@@ -119,20 +108,9 @@ def encode(balanced: torch.Tensor, photo: torch.Tensor, cam_to_srgb: torch.Tenso
         q[c] = np.round((residual[c] - guess) / step)
         decoded.append(guess + q[c] * step)
     scales = _tile_scales(q)
-    symbols = q.reshape(-1)
-    cdfs, sizes, offsets = _tables(shift)
-    coder = _coder()
-    chunks = []
-    try:
-        for part in _chunks(symbols.size):
-            indexes = _indexes(scales, q.shape, part)
-            chunk = rans_encode(coder, symbols[part], indexes, cdfs, sizes, offsets)
-            chunks.append(struct.pack(">I", len(chunk)) + chunk)
-    except StreamError as e:
-        raise RawbitError(f"cannot code the archive layer ({e})") from e
-    packed_scales = zlib.compress(scales.tobytes(), 9)
+    chunks = laplace.encode(q.reshape(-1), lambda part: _indexes(scales, q.shape, part), 2**shift, "archive layer")
     fits = np.concatenate(coefficients).astype(">f4").tobytes()
-    return struct.pack(">I", len(packed_scales)) + packed_scales + fits + b"".join(chunks)
+    return laplace.pack_scales(scales) + fits + chunks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +120,7 @@ class Layer:
     shape: tuple[int, int, int]  # (4, h, w) planes
     scales: np.ndarray  # (4, th, tw) table index per tile
     coefficients: np.ndarray  # the plane predictors, float32, in ORDER
-    chunks: list[bytes]  # one rANS stream per _chunks() slice
+    chunks: list[bytes]  # one rANS stream per laplace.chunks() slice
 
 
 def parse(stream: bytes, coded_size: tuple[int, int], name: str = "input") -> Layer:
@@ -154,36 +132,14 @@ def parse(stream: bytes, coded_size: tuple[int, int], name: str = "input") -> La
     def damaged(why: str) -> BitstreamError:
         return BitstreamError(f"{name}: damaged .rbit file (archive layer: {why})")
 
-    if len(stream) < 4:
-        raise damaged(f"{len(stream)} bytes")
-    (n,) = struct.unpack(">I", stream[:4])
-    at = 4 + n + 4 * _N_COEFFICIENTS
-    if at > len(stream):
-        raise damaged("its tile scales run past its end")
-    try:
-        d = zlib.decompressobj()
-        raw_scales = d.decompress(stream[4 : 4 + n], int(np.prod(grid)) + 1)
-    except zlib.error as e:
-        raise damaged(f"tile scales: {e}") from e
-    scales = np.frombuffer(raw_scales, dtype=np.uint8)
-    if scales.size != np.prod(grid) or not d.eof or d.unused_data or scales.max() >= len(_SCALES):
+    scales, at = laplace.unpack_scales(stream, int(np.prod(grid)), 4 * _N_COEFFICIENTS, damaged)
+    if scales.max() >= len(laplace.SCALES):
         raise damaged("tile scales")
-    fits = np.frombuffer(stream[4 + n : at], dtype=">f4").astype(np.float32)
+    fits = np.frombuffer(stream[at : at + 4 * _N_COEFFICIENTS], dtype=">f4").astype(np.float32)
+    at += 4 * _N_COEFFICIENTS
     if not np.isfinite(fits).all() or np.abs(fits).max(initial=0) > _MAX_COEFFICIENT:
         raise damaged("plane predictors")
-    chunks = []
-    for part in _chunks(int(np.prod(shape))):
-        if at + 4 > len(stream):
-            raise damaged("it ends before its last chunk")
-        (length,) = struct.unpack(">I", stream[at : at + 4])
-        chunk, at = stream[at + 4 : at + 4 + length], at + 4 + length
-        try:
-            check_stream(chunk, part.stop - part.start)
-        except StreamError as e:
-            raise damaged(f"chunk {len(chunks) + 1}: {e}") from e
-        chunks.append(chunk)
-    if at != len(stream):
-        raise damaged(f"{len(stream) - at} bytes after its last chunk")
+    chunks = laplace.split(stream, at, int(np.prod(shape)), damaged)
     return Layer(shape, scales.reshape(grid), fits, chunks)
 
 
@@ -191,15 +147,11 @@ def decode(layer: Layer, photo: torch.Tensor, cam_to_srgb: torch.Tensor, shift: 
     """(4, h, w) white-balanced planes, float64 in [0, 1], from a parsed archive layer and the
     learned photo; a chunk the encoder cannot have written is one BitstreamError."""
     shape = layer.shape
-    cdfs, sizes, offsets = _tables(shift)
-    coder = _coder()
-    q = np.empty(int(np.prod(shape)), dtype=np.float64)
-    for i, (part, chunk) in enumerate(zip(_chunks(q.size), layer.chunks)):
-        indexes = _indexes(layer.scales, shape, part)
-        try:
-            q[part] = rans_decode(coder, chunk, indexes, cdfs, sizes, offsets)
-        except StreamError as e:
-            raise BitstreamError(f"{name}: damaged .rbit stream (archive layer, chunk {i + 1}: {e})") from e
+    def damaged(why: str) -> BitstreamError:
+        return BitstreamError(f"{name}: damaged .rbit stream (archive layer, {why})")
+
+    n = int(np.prod(shape))
+    q = laplace.decode(layer.chunks, n, lambda part: _indexes(layer.scales, shape, part), 2**shift, damaged)
     q = q.reshape(shape)
     residual = np.zeros(shape)
     decoded: list[np.ndarray] = []
@@ -216,11 +168,6 @@ def decode(layer: Layer, photo: torch.Tensor, cam_to_srgb: torch.Tensor, shift: 
     return isp.gamma_curve_inverse(on_curve)
 
 
-def _chunks(n: int) -> list[slice]:
-    """The symbols of each rANS stream: ceil(n / CHUNK) near-equal runs, so that no stream is a
-    short tail (compressai's encoder needs room for its state: a few symbols alone may not fit)."""
-    m = max(1, -(-n // CHUNK))
-    return [slice(k * n // m, (k + 1) * n // m) for k in range(m)]
 
 
 def _features(decoded: list[np.ndarray]) -> np.ndarray | None:
@@ -255,8 +202,8 @@ def _tile_scales(q: np.ndarray) -> np.ndarray:
     counts = np.zeros((th * TILE, tw * TILE))
     counts[:h, :w] = 1
     counts = counts.reshape(th, TILE, tw, TILE).sum(axis=(1, 3))
-    mean = np.maximum(sums / counts, _SCALES[0])
-    nearest = np.abs(np.log(mean)[..., None] - np.log(_SCALES)).argmin(axis=-1)
+    mean = np.maximum(sums / counts, laplace.SCALES[0])
+    nearest = np.abs(np.log(mean)[..., None] - np.log(laplace.SCALES)).argmin(axis=-1)
     return nearest.astype(np.uint8)
 
 
@@ -269,32 +216,3 @@ def _indexes(scales: np.ndarray, shape: tuple[int, ...], part: slice | None = No
     plane, rest = np.divmod(flat, h * w)
     row, col = np.divmod(rest, w)
     return scales[plane, row // TILE, col // TILE].astype(np.int32)
-
-
-@functools.lru_cache(maxsize=None)
-def _tables(shift: int) -> tuple[list[list[int]], list[int], list[int]]:
-    """One quantised CDF per table scale: a discretised Laplacian over every residual the learned
-    photo alone allows at a step of 2**-shift (|q| <= 2**shift), plus compressai's escape symbol,
-    which codes the rare larger one (a large prediction from the planes decoded before)."""
-    from compressai._CXX import pmf_to_quantized_cdf
-
-    limit = 2**shift
-    k = np.arange(-limit, limit + 1, dtype=np.float64)
-    cdfs = []
-    for b in _SCALES:
-        pmf = _laplace_cdf(k + 0.5, b) - _laplace_cdf(k - 0.5, b)
-        pmf = np.append(pmf / pmf.sum(), 0.0)  # escape: pmf_to_quantized_cdf still gives it 1/2**16
-        cdfs.append(pmf_to_quantized_cdf(pmf.tolist(), _PRECISION))
-    size = len(cdfs[0])
-    return cdfs, [size] * len(_SCALES), [-limit] * len(_SCALES)
-
-
-def _laplace_cdf(x: np.ndarray, b: float) -> np.ndarray:
-    tail = 0.5 * np.exp(-np.abs(x) / b)
-    return np.where(x < 0, tail, 1.0 - tail)
-
-
-def _coder():
-    from compressai.entropy_models.entropy_models import _EntropyCoder
-
-    return _EntropyCoder("ans")

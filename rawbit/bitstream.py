@@ -18,7 +18,7 @@ import construct as cs
 from .errors import BitstreamError, input_error
 
 MAGIC = b"RBIT"
-VERSION = 4  # the newest format: parse() reads 1 to 4; build() writes 3, or 4 for an archive layer
+VERSION = 5  # the newest format: parse() reads 1 to 5; build() writes 3, 4 for an archive layer, 5 for a detail layer
 CONTEXT_SCHEDULES = {"checkerboard": 1}
 
 # A decoder refuses images of more pixels than this unless asked for more (api max_pixels): far above
@@ -66,13 +66,20 @@ _FIELDS_V4 = _FIELDS_V3 + (
     "archive_shift" / cs.Int8ub,  # step 2**-shift on LibRaw's output curve
     "archive_length" / cs.Int32ub,  # bytes of the archive layer
 )
+# Format 5: format 3 plus a detail layer (rawbit.detail) after the latent stream.
+_FIELDS_V5 = _FIELDS_V3 + (
+    "detail_base" / cs.Int8ub,  # the learned layer's rate point (the header's quality is the user's)
+    "detail_step" / cs.Int8ub,  # quantiser step on the 8-bit scale
+    "detail_length" / cs.Int32ub,  # bytes of the detail layer
+)
 _HEADERS = {
     1: cs.Struct(*_FIELDS_V1), 2: cs.Struct(*_FIELDS_V1, *_FIELDS_COLOUR), 3: cs.Struct(*_FIELDS_V3),
-    4: cs.Struct(*_FIELDS_V4),
+    4: cs.Struct(*_FIELDS_V4), 5: cs.Struct(*_FIELDS_V5),
 }  # fmt: skip
-HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52, 104, 104 and 110 bytes
+HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52, 104, 104, 110 and 110 bytes
 HEADER_SIZE = HEADER_SIZES[3]
 MAX_ARCHIVE_SHIFT = 12
+MAX_DETAIL_STEP = 255
 # LibRaw renders nothing smaller: an archive layer's planes go to LibRaw (rawbit.render.render_planes).
 MIN_ARCHIVE_SIDE = 22
 CRC_SIZE = 4
@@ -107,6 +114,9 @@ class RbitFile:
     archive: bytes = b""  # format 4: the archive layer, coded at rate point archive_base
     archive_base: int = 0
     archive_shift: int = 0
+    detail: bytes = b""  # format 5: the detail layer, over rate point detail_base
+    detail_base: int = 0
+    detail_step: int = 0
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -147,6 +157,9 @@ class RbitHeader:
     archive_base: int = 0
     archive_shift: int = 0
     archive_length: int = 0
+    detail_base: int = 0
+    detail_step: int = 0
+    detail_length: int = 0
 
     @property
     def header_size(self) -> int:
@@ -155,7 +168,7 @@ class RbitHeader:
     @property
     def file_size(self) -> int:
         """The exact size of the file this header announces."""
-        streams = self.z_length + self.y_length + self.archive_length
+        streams = self.z_length + self.y_length + self.archive_length + self.detail_length
         return self.header_size + self.exif_length + streams + CRC_SIZE
 
     @property
@@ -202,6 +215,8 @@ def build(f: RbitFile) -> bytes:
         raise ValueError(f"cannot write .rbit format {f.version}")
     if (f.version == 4) != bool(f.archive):
         raise ValueError("a format-4 .rbit file, and only one, carries an archive layer")
+    if (f.version == 5) != bool(f.detail):
+        raise ValueError("a format-5 .rbit file, and only one, carries a detail layer")
     header = dict(
         version=f.version,
         model_id=bytes.fromhex(f.model_id),
@@ -225,9 +240,11 @@ def build(f: RbitFile) -> bytes:
         if f.wb is None or f.cam_to_srgb is None:
             raise ValueError(f"a format-{f.version} .rbit file carries the photo's wb and cam_to_srgb")
         header.update(wb=list(f.wb), cam_to_srgb=list(f.cam_to_srgb))
-    if f.version >= 4:
+    if f.version == 4:
         header.update(archive_base=f.archive_base, archive_shift=f.archive_shift, archive_length=len(f.archive))
-    body = _HEADERS[f.version].build(header) + f.exif + f.z + f.y_anchor + f.y_rest + f.archive
+    if f.version == 5:
+        header.update(detail_base=f.detail_base, detail_step=f.detail_step, detail_length=len(f.detail))
+    body = _HEADERS[f.version].build(header) + f.exif + f.z + f.y_anchor + f.y_rest + f.archive + f.detail
     return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")
 
 
@@ -289,7 +306,7 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         if problem:
             raise _damaged(name, problem)
     archive = {}
-    if version >= 4:
+    if version == 4:
         problem = archive_problem(h.height, h.width, h.quality, h.archive_base, h.archive_shift, cam_to_srgb)
         if problem:
             raise _damaged(name, problem)
@@ -297,6 +314,14 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         if not 8 <= h.archive_length <= 4 * pixels + pixels // 64 + _STREAM_SLACK:
             raise _damaged(name, f"{h.archive_length} bytes of archive layer for {pixels} pixels")
         archive = dict(archive_base=h.archive_base, archive_shift=h.archive_shift, archive_length=h.archive_length)
+    if version == 5:
+        problem = detail_problem(h.height, h.width, h.quality, h.detail_base, h.detail_step)
+        if problem:
+            raise _damaged(name, problem)
+        # every coefficient at <= 4 bytes (rANS, escapes included), plus its tile scales
+        if not 8 <= h.detail_length <= 12 * pixels + pixels // 64 + _STREAM_SLACK:
+            raise _damaged(name, f"{h.detail_length} bytes of detail layer for {pixels} pixels")
+        archive = dict(detail_base=h.detail_base, detail_step=h.detail_step, detail_length=h.detail_length)
     check_pixel_limit(h.height, h.width, max_pixels, name)
     return RbitHeader(
         version=version,
@@ -340,6 +365,16 @@ def archive_problem(height: int, width: int, quality: int, base: int, shift: int
     return None
 
 
+def detail_problem(height: int, width: int, quality: int, base: int, step: int) -> str | None:
+    """Why a format-5 header's detail fields cannot be right, or None: a layer over a rate point at
+    or above the quality asked for, or a step out of range."""
+    if base < 1 or base >= quality:
+        return f"detail layer over rate point {base}, for quality {quality}"
+    if not 1 <= step <= MAX_DETAIL_STEP:
+        return f"detail step {step}"
+    return None
+
+
 def check_pixel_limit(height: int, width: int, max_pixels: int | None, name: str = "input") -> None:
     """Refuse an image of more than `max_pixels` pixels (None: no limit) before anything is allocated."""
     pixels = height * width
@@ -372,11 +407,9 @@ def parse(data: bytes, name: str = "input", max_pixels: int | None = None) -> Rb
     at += h.z_length
     y_anchor = bytes(data[at : at + h.y_anchor_length])
     y_rest = bytes(data[at + h.y_anchor_length : at + h.y_length])
-    archive = bytes(data[at + h.y_length : end])
+    layer = {"detail" if h.version == 5 else "archive": bytes(data[at + h.y_length : end])}
     shared = {f.name for f in fields(RbitFile)} & {f.name for f in fields(RbitHeader)}
-    return RbitFile(
-        z=z, y_anchor=y_anchor, y_rest=y_rest, exif=exif, archive=archive, **{k: getattr(h, k) for k in shared}
-    )
+    return RbitFile(z=z, y_anchor=y_anchor, y_rest=y_rest, exif=exif, **layer, **{k: getattr(h, k) for k in shared})
 
 
 def read(path: str | os.PathLike, name: str | None = None, max_pixels: int | None = None) -> bytes:
@@ -437,7 +470,8 @@ def rewrite_header(data: bytes, **fields) -> bytes:
     for new_name, old_name in (("pad_top", "crop_top"), ("pad_left", "crop_left")):  # across 2 <-> 3
         header.setdefault(new_name, header.get(old_name, 0))
         header.setdefault(old_name, header[new_name])
-    for name in ("archive_base", "archive_shift", "archive_length"):  # 3 -> 4: no layer, until a field says
+    for name in ("archive_base", "archive_shift", "archive_length", "detail_base", "detail_step", "detail_length"):
+        # 3 -> 4 or 5: no layer, until a field says
         header.setdefault(name, 0)
     body = layout.build(header) + data[size:-CRC_SIZE]
     return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")

@@ -21,6 +21,7 @@ EPILOG_ENCODE = """\b
 Examples:
   rawbit encode photo.NEF                      # writes photo.rbit beside it
   rawbit encode photo.NEF -o out/photo.rbit --quality 6
+  rawbit encode photo.NEF --quality 9          # a detail setting: more fidelity, bigger file
   rawbit encode photo.NEF --quality 13         # archive setting: sensor data within a bound
   rawbit encode shoot/*.CR2 -o compressed/     # a batch into a folder (created if missing)
 """
@@ -201,9 +202,9 @@ def main() -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(), help="Output file (one input) or folder.")
 @click.option("-q", "--quality", default=DEFAULT_QUALITY, show_default=True, type=click.IntRange(1, 255),
-              help="1 smallest file, up to the model's best rate point (11 for the default model); "
-                   "above it, archive settings (12-14 for the default): the sensor data within a bound, "
-                   "rendered by LibRaw, 38-51 dB at 1.3-4.7 bpp on real photos.")  # fmt: skip
+              help="1 smallest file. For the shipped models: 1-6 the learned photo alone; 7-12 add "
+                   "a detail layer (fidelity for bits); 13-14 archive settings, the sensor data within "
+                   "a bound, rendered by LibRaw (42-51 dB at 2.0-4.8 bpp on real photos).")  # fmt: skip
 @click.option("--model", default="default", show_default=True, help="Model name or .safetensors path.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs (never an input).")

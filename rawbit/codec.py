@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import archive, bitstream, isp
+from . import archive, bitstream, detail, isp, ladder
 from .bitstream import DEFAULT_MAX_PIXELS, RbitFile
 from .device import one_thread_per_op
 from .errors import BitstreamError, ModelError, RawbitError
@@ -91,12 +91,12 @@ def synthesize_tiled(
     return out
 
 
-def check_quality(model: RBN, quality: int) -> None:
-    """A quality the model offers (its rate points, then its archive settings), else a readable error."""
-    top = model.n_rates + archive.levels(model)
-    if not 1 <= quality <= top:
-        more = f" and archive settings {model.n_rates + 1} to {top}" if top > model.n_rates else ""
-        raise RawbitError(f"quality {quality} is out of range: this model has rate points 1 to {model.n_rates}{more}")
+def check_quality(model: RBN, quality: int) -> ladder.Setting:
+    """What a quality the model offers means (rawbit/ladder.py), else a readable error."""
+    offered = ladder.settings(model)
+    if not 1 <= quality <= len(offered):
+        raise RawbitError(f"quality {quality} is out of range: this model has {ladder.describe(model)}")
+    return offered[quality - 1]
 
 
 @torch.inference_mode()
@@ -105,14 +105,15 @@ def encode_raw(
     name: str = "input",
 ) -> RbitFile:  # fmt: skip
     """Code one packed RAW photo at a quality (1-based), as a format-3 file: colour metadata in
-    the header, the probability path in exact integers (nets/probability.py); an archive quality
-    (above the model's rate points) adds the archive layer (rawbit/archive.py): format 4."""
+    the header, the probability path in exact integers (nets/probability.py). A quality above the
+    learned points (rawbit/ladder.py) adds a detail layer (rawbit/detail.py, format 5) or an
+    archive layer (rawbit/archive.py, format 4)."""
     if not hasattr(model, "compress_latent"):
         raise ModelError("this model renders RAW photos without compressing them (an ISP-Net); "
                          "code with a codec such as the default or a cascade")
-    check_quality(model, quality)
-    layered = archive.setting(model, quality)
-    q = (layered[0] if layered else quality) - 1
+    setting = check_quality(model, quality)
+    layered = (setting.rate, setting.archive_shift) if setting.archive_shift else None
+    q = setting.rate - 1
     if model.config.input == "srgb":
         raise RawbitError("this model encodes sRGB images, not RAW photos")
     # The header stores the colour metadata as float32, exactly what the networks receive.
@@ -122,6 +123,9 @@ def encode_raw(
     if layered and not problem:  # never write a file the decoder would refuse
         problem = bitstream.archive_problem(*raw.size, quality, *layered, ccm_values)
         problem = problem and f"not at an archive setting: {problem}"
+    if setting.detail_step and not problem:  # the target is LibRaw's rendering of these planes
+        problem = bitstream.archive_problem(*raw.size, quality, setting.rate, 1, ccm_values)
+        problem = problem and f"not at a detail setting: {problem.replace('an archive layer', 'a detail layer')}"
     if problem:
         raise RawbitError(f"{name}: cannot be coded ({problem})")
     x = model.pad(torch.from_numpy(raw.packed).unsqueeze(0))  # (1, 4, h, w), padded
@@ -153,6 +157,8 @@ def encode_raw(
         wb=wb_values,
         cam_to_srgb=ccm_values,
     )
+    if setting.detail_step:
+        return _with_detail(f, raw, model, y_hat, device, quality, setting, name)
     if layered is None:
         return f
     # The residual is taken against exactly the photo the decoder will synthesise from these bits
@@ -163,6 +169,33 @@ def encode_raw(
     stream = archive.encode(balanced, photo, ccm[0], shift)
     archive.parse(stream, f.coded_size, name)  # its structure as the decoder will check it
     return dataclasses.replace(f, version=4, quality=quality, archive=stream, archive_base=base, archive_shift=shift)
+
+
+def _with_detail(
+    f: RbitFile, raw: RawImage, model: RBN, y_hat: Tensor, device: torch.device, quality: int,
+    setting: ladder.Setting, name: str,
+) -> RbitFile:  # fmt: skip
+    """`f` with a detail layer: the residual of LibRaw's rendering of the file's own sensor data
+    against exactly the photo the decoder will synthesise (see archive above), both oriented."""
+    wb, ccm = _colour_tensors(f.wb, f.cam_to_srgb)
+    balanced = isp.white_balance(torch.from_numpy(raw.packed)[None].double(), wb.double())[0].clamp(0.0, 1.0)
+    try:
+        target = render_planes(balanced.numpy(), f.pad, raw.size, ccm[0].double().numpy())
+    except (RenderError, ValueError) as e:
+        raise RawbitError(f"{name}: cannot be coded at a detail setting (LibRaw cannot render it: {_one_line(e)})") from e
+    photo = _detail_base(_synthesized_photo(f, model, y_hat, device, name), f)
+    stream = detail.encode(orient(target, f.orientation).astype(np.float64) - photo, setting.detail_step)
+    detail.parse(stream, f.output_size, name)  # its structure as the decoder will check it
+    return dataclasses.replace(
+        f, version=5, quality=quality, detail=stream, detail_base=setting.rate, detail_step=setting.detail_step
+    )
+
+
+def _detail_base(photo: Tensor, f: RbitFile) -> np.ndarray:
+    """(H, W, 3) float64 on the 8-bit scale, oriented: the learned photo a detail layer adds to,
+    before rounding (the rounding happens once, after the residual is added)."""
+    x = crop_to_photo(photo[0], f.pad, (f.height, f.width)).clamp(0, 1).permute(1, 2, 0).double().numpy()
+    return orient(x * 255.0, f.orientation)
 
 
 def _colour_tensors(wb, cam_to_srgb) -> tuple[Tensor | None, Tensor | None]:
@@ -181,7 +214,7 @@ def check_decodable(f: RbitFile, model: RBN, name: str = "input", max_pixels: in
     bitstream.check_pixel_limit(f.height, f.width, max_pixels, name)  # an RbitFile may come unparsed
     if model.config.output == "raw":
         raise ModelError(f"{name}: this model decodes to packed RAW (a compression teacher), not to photos")
-    rate = f.archive_base if f.archive else f.quality
+    rate = f.archive_base if f.archive else f.detail_base if f.detail else f.quality
     if f.archive:  # an RbitFile may come unparsed: the container's own checks of the layer first
         problem = bitstream.archive_problem(f.height, f.width, f.quality, f.archive_base, f.archive_shift, f.cam_to_srgb)
         if problem:
@@ -190,6 +223,12 @@ def check_decodable(f: RbitFile, model: RBN, name: str = "input", max_pixels: in
         raise BitstreamError(f"{name}: damaged .rbit file (rate point {rate}, this model has 1..{model.n_rates})")
     if f.archive and not archive.levels(model):
         raise BitstreamError(f"{name}: damaged .rbit file (an archive layer over a model that has none)")
+    if f.detail:
+        problem = bitstream.detail_problem(f.height, f.width, f.quality, f.detail_base, f.detail_step)
+        if problem:
+            raise BitstreamError(f"{name}: damaged .rbit file ({problem})")
+        if not archive.levels(model):
+            raise BitstreamError(f"{name}: damaged .rbit file (a detail layer over a model that has none)")
     expected = model.latent_size(*f.coded_size)
     if tuple(f.latent_size) != expected:
         raise BitstreamError(
@@ -219,7 +258,12 @@ def decode_rbit(
     it, and a latent or image that is not finite is a damaged stream, never NaN pixels."""
     q = check_decodable(f, model, name, max_pixels)
     layer = archive.parse(f.archive, f.coded_size, name) if f.archive else None  # before the costly part
+    details = detail.parse(f.detail, f.output_size, name) if f.detail else None
     photo = _learned_photo(f, model, device, name, q)
+    if details is not None:
+        image = _detail_base(photo, f) + detail.decode(details, f.detail_step, name)
+        scale = 1.0 if bits == 8 else 65535.0 / 255.0
+        return np.clip(np.round(image * scale), 0, 255 * scale).astype(np.uint8 if bits == 8 else np.uint16)
     if layer is None:
         return _photo(crop_to_photo(photo[0], f.pad, (f.height, f.width)), f.orientation, bits)
     _, ccm = _colour_tensors(f.wb, f.cam_to_srgb)

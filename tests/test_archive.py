@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from rawbit import api, archive, bitstream, isp
+from rawbit import api, archive, bitstream, isp, ladder, laplace
 from rawbit.codec import _learned_photo, check_decodable
 from rawbit.errors import BitstreamError, RawbitError
 from rawbit.metrics import psnr
@@ -51,18 +51,25 @@ def test_libraw_renders_the_planes_of_every_real_raw_as_it_renders_the_file(path
     assert _libraw_gap(path) >= 55.0
 
 
+def archive_qualities(weights) -> list[int]:
+    return [q for q, s in enumerate(ladder.settings(load_model(weights).model), 1) if s.archive_shift]
+
+
 @pytest.fixture(scope="module")
 def archived(tiny_weights) -> dict[int, bytes]:
-    """The sample at the tiny model's best rate point and at each archive setting above it."""
-    top = load_model(tiny_weights).model.n_rates
-    return {q: api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu") for q in range(top, top + 4)}
+    """The sample at the rate point under the archive settings (the model's best but
+    archive.BASE_BELOW_TOP) and at each of them."""
+    qualities = archive_qualities(tiny_weights)
+    base = ladder.settings(load_model(tiny_weights).model)[qualities[0] - 1].rate
+    return {q: api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu") for q in [base] + qualities}
 
 
-def test_the_model_offers_archive_settings_above_its_rate_points(tiny_weights):
-    n = load_model(tiny_weights).model.n_rates
-    assert api.model_qualities(tiny_weights) == list(range(1, n + len(archive.SHIFTS) + 1))
-    with pytest.raises(RawbitError, match=f"rate points 1 to {n} and archive settings {n + 1} to {n + 3}$"):
-        api.encode(SAMPLE_DNG, model=tiny_weights, quality=n + 4, device="cpu")
+def test_the_archive_settings_top_the_quality_ladder(tiny_weights):
+    n = len(ladder.settings(load_model(tiny_weights).model))
+    assert archive_qualities(tiny_weights) == list(range(n - len(archive.SHIFTS) + 1, n + 1))
+    assert api.model_qualities(tiny_weights) == list(range(1, n + 1))
+    with pytest.raises(RawbitError, match=f"and archive settings {n - 1} to {n}$"):
+        api.encode(SAMPLE_DNG, model=tiny_weights, quality=n + 1, device="cpu")
 
 
 def decoded_planes(data: bytes, weights) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -92,10 +99,9 @@ def test_odd_sizes_other_phases_and_many_chunks_keep_the_bound(tmp_path, tiny_we
     # 962 x 1090 RGGB would end on a 4-symbol chunk with 2**20-symbol chunks (compressai's encoder
     # cannot fit its state into so few): here the same arithmetic with small chunks, an odd size
     # and a GRBG sensor, whose mosaic is padded on both sides.
-    monkeypatch.setattr(archive, "CHUNK", 1000)
+    monkeypatch.setattr(laplace, "CHUNK", 1000)
     dng = write_test_dng(tmp_path / "odd.dng", height=63, width=95, cfa="GRBG", seed=7)
-    top = load_model(tiny_weights).model.n_rates + len(archive.SHIFTS)
-    data = api.encode(dng, model=tiny_weights, quality=top, device="cpu")
+    data = api.encode(dng, model=tiny_weights, quality=archive_qualities(tiny_weights)[-1], device="cpu")
     f = bitstream.parse(data)
     layer = archive.parse(f.archive, f.coded_size)
     assert len(layer.chunks) == -(-int(np.prod(layer.shape)) // 1000) > 1
@@ -118,8 +124,8 @@ def test_the_probability_tables_are_the_ones_files_were_written_with():
     import hashlib
 
     digest = hashlib.sha256()
-    for shift in archive.SHIFTS:
-        cdfs, sizes, offsets = archive._tables(shift)
+    for shift in (6, 7, 8):  # the steps files were written with, 1/64 among them
+        cdfs, sizes, offsets = laplace.tables(2**shift)
         digest.update(np.asarray(cdfs, dtype=np.int64).tobytes() + np.asarray(sizes + offsets).tobytes())
     assert digest.hexdigest() == TABLES_SHA256
 
@@ -142,11 +148,11 @@ def test_archive_settings_decode_to_16_bits_as_libraw_renders_them(archived, tin
 
 
 def test_archive_files_are_format_4_and_say_what_they_hold(archived):
-    (top, plain), *layered = archived.items()
+    (base, plain), *layered = archived.items()
     assert bitstream.parse(plain).version == 3 and "archive" not in api.info(plain)
     for q, data in layered:
         f, d = bitstream.parse(data), api.info(data)
-        assert f.version == 4 and f.quality == q and f.archive_base == top - archive.BASE_BELOW_TOP
+        assert f.version == 4 and f.quality == q and f.archive_base == base
         assert d["quality"] == q and d["archive"]["step"] == f"1/{2 ** f.archive_shift}"
         assert d["streams"]["archive"] == len(f.archive) > 0
         assert len(data) == bitstream.HEADER_SIZES[4] + len(f.exif) + len(f.z) + len(f.y_anchor) + len(f.y_rest) + len(f.archive) + 4

@@ -83,7 +83,7 @@ def test_higher_quality_spends_more_bits(quality_weights):
 def test_quality_out_of_range_is_an_error(tiny_weights):
     from rawbit.errors import RawbitError
 
-    with pytest.raises(RawbitError, match="quality 99 is out of range: this model has rate points 1 to 7 and archive settings 8 to 10"):
+    with pytest.raises(RawbitError, match="quality 99 is out of range: this model has rate points 1 to 6, detail settings 7 to 12 and archive settings 13 to 14"):
         api.encode(SAMPLE_DNG, model=tiny_weights, quality=99, device="cpu")
 
 

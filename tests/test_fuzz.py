@@ -56,7 +56,7 @@ FIELDS = [
 FIELD_NAMES = [f[0] for f in FIELDS]
 INT_KINDS = ["0", "1", "2", "max", "max-1", "half", "random"]
 FLOATS = [0.0, -0.0, 1.0, -1.0, 1e-30, 1e-45, 63.99, 64.0, 64.01, 1e30, 3.4e38, math.nan, math.inf, -math.inf]
-STREAMS = ["z", "y_anchor", "y_rest", "archive"]  # a file without an archive layer keeps none
+STREAMS = ["z", "y_anchor", "y_rest", "archive", "detail"]  # a file without such a layer keeps none
 STREAM_HOWS = ["flip", "zero", "ones", "random", "cut", "insert", "delete", "empty", "double", "word"]
 
 
@@ -98,9 +98,10 @@ def _split(data: bytes):
 def _rebuild(f, **streams) -> bytes:
     from rawbit import bitstream
 
-    if f.version == 4 and streams.get("archive") == b"":  # build() writes no such file; a fuzzer does
-        data = bitstream.build(dataclasses.replace(f, **{**streams, "archive": b"\0"}))
-        return fix_crc(data[:106] + bytes(4) + data[110:-5] + bytes(4))
+    for version, layer in ((4, "archive"), (5, "detail")):
+        if f.version == version and streams.get(layer) == b"":  # build() writes no such file; a fuzzer does
+            data = bitstream.build(dataclasses.replace(f, **{**streams, layer: b"\0"}))
+            return fix_crc(data[:106] + bytes(4) + data[110:-5] + bytes(4))
     return bitstream.build(dataclasses.replace(f, **streams))
 
 
@@ -117,7 +118,7 @@ def resplit(data: bytes, c1: int, c2: int) -> bytes:
 def mutate_stream(data: bytes, which: str, how: str, pos: int = 0, seed: int = 0) -> bytes:
     """Damage one stream's content (lengths in the header follow, CRC valid)."""
     f = _split(data)
-    if f is None or (which == "archive" and not f.archive):
+    if f is None or (which in ("archive", "detail") and not getattr(f, which)):
         return data
     s = bytearray(getattr(f, which))
     rng = random.Random(seed)
@@ -357,6 +358,7 @@ def make_bases(folder: Path, tiny: Path, with_default: bool = True) -> Bases:
     rbit["tiny-v3-q7-oriented"] = (api.encode(dng_odd, model=tiny, quality=7, device="cpu"), str(tiny))
     archive_quality = api.model_qualities(tiny)[-1]
     rbit["tiny-v4-archive"] = (api.encode(dng_odd, model=tiny, quality=archive_quality, device="cpu"), str(tiny))
+    rbit["tiny-v5-detail"] = (api.encode(dng_odd, model=tiny, quality=7, device="cpu"), str(tiny))
     rbit["tiny-v2"] = (recode_legacy(t1, tiny, 2), str(tiny))
     rbit["tiny-v1"] = (recode_legacy(t1, tiny, 1), str(tiny))
     if with_default and DEFAULT_MODEL in list_models():
@@ -654,7 +656,7 @@ if __name__ != "__main__":
         """Each header field at 0, 1 and its maximum (CRC valid) on tiny-model files (format 3, and
         format 4 with its archive layer): refused or decoded."""
         budget = Budget(BUDGET)
-        for base in ("tiny-v3", "tiny-v4-archive"):
+        for base in ("tiny-v3", "tiny-v4-archive", "tiny-v5-detail"):
             data, model = bases.rbit[base]
             for name in FIELD_NAMES:
                 for kind in ("0", "1", "max"):
@@ -665,7 +667,7 @@ if __name__ != "__main__":
                         budget.cases += 1
                         _, r = run_rbit_case(worker, bases.folder, bad, model, command)
                         _check(r, bad, command, base, [("field", name, kind)])
-        print(f"fuzz: {budget.cases} header-field cases of {2 * len(FIELD_NAMES) * 6}")
+        print(f"fuzz: {budget.cases} header-field cases of {3 * len(FIELD_NAMES) * 6}")
 
     def test_empty_and_resplit_streams_never_crash(bases, worker):
         """The SIGSEGV cases of issue 11: empty or re-split streams behind a valid header."""

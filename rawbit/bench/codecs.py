@@ -141,7 +141,7 @@ class RawbitCodec(Codec):
         return f"rawbit-{label}"
 
     def qualities(self) -> list[int]:
-        """The qualities the model offers: its rate points, then its archive settings."""
+        """The qualities the model offers (rawbit/ladder.py)."""
         from .. import api
 
         return list(api.model_qualities(self.model))
@@ -153,11 +153,11 @@ class RawbitCodec(Codec):
         return f"rawbit model {self.model} ({api.model_id(self.model)}) on {self.device}"
 
     def cache_id(self) -> str:
-        """The model's content hash and the archive layer's coding: new weights or a new layer
-        never reuse old points."""
-        from .. import api, archive
+        """The model's content hash and the layers' coding: new weights, a new layer or a new
+        quality ladder never reuse old points."""
+        from .. import api, archive, detail
 
-        return f"{api.model_id(self.model)}+archive{archive.CODING}"
+        return f"{api.model_id(self.model)}+archive{archive.CODING}+detail{detail.CODING}"
 
     def prepare(self) -> None:
         """rawbit.api caches loaded models per process: load it now, outside the timed calls."""

@@ -1,0 +1,175 @@
+"""The detail layer: the reference rendering's residual against the learned photo, transform-coded
+in sRGB (`--quality 7..12` of the shipped models; rawbit/ladder.py).
+
+The learned decoder's photo stops improving near what its training taught it (~33 dB on the Nikon
+D1 at rate point 11, 1.2 bpp), while JPEG reaches 35 dB there. Above its default rate point the
+encoder therefore sends what the photo still lacks, coded the classical way:
+
+    reference rendering, sRGB (H, W, 3) - learned photo at rate point BASE (before 8-bit rounding)
+        -> orthonormal colour transform (luma, two chroma differences)
+        -> 16x16 orthonormal DCT -> dead-zone quantiser, step from the setting (8-bit units)
+        -> rANS, one discretised Laplacian per 64x64-pixel tile, band group and channel
+
+and the decoder adds the decoded residual to the photo it synthesises. The transforms are
+orthonormal, so the quantisation error is the error of the photo: the step sets the PSNR.
+
+Why this shape (measured on the real test cameras, cameras no model trained on; docs/bench.md):
+- In sRGB, not on the sensor planes as the archive layer: the PSNR that matters is the rendered
+  photo's, and the Kodak DC50's colour matrix magnifies a plane's error threefold.
+- A transform, not each value on its own: at these steps per-value coding (the archive layer at
+  1/32 on the curve) stayed below JPEG on the DC50 (33.8-34.9 dB at 1.7-2.0 bpp, JPEG 36.3 at 1.7).
+- Over rate point 6: a higher base pays bits the residual would have paid anyway (the learned
+  photo's error is mostly the fine detail the transform codes cheaply); a lower one loses the low
+  rates on clean frames (Blackmagic: step 48 over point 7 gave 38.8 dB at 0.12 bpp, over point 3
+  38.0 at 0.15).
+- Dead zone 0.38 and reconstruction 0.05 step towards zero: +0.3-0.4 dB at equal rate over plain
+  rounding (Laplacian coefficients are denser near zero).
+- 16x16 blocks and 64-pixel tiles: -6 % (Nikon D1), -8 % (DC50), -17 % (Blackmagic) BD-rate
+  against 8x8 blocks and 128-pixel tiles (the residual is smooth where the learned photo is right;
+  smaller tiles follow where it is not). 32x32 blocks, 32-pixel tiles, finer band groups, a
+  coarser chroma step or per-coefficient contexts from the bands decoded before (an upper bound of
+  -2.5 to -5 %, before their side information) did not pay.
+- Scales sent per tile, band group and channel (a zlib'd byte each; a cell of zeros is one byte
+  and no symbols), chosen by exact code length: the probabilities never depend on the decoder's
+  float synthesis, so the stream decodes identically on any machine; the synthesis moves only the
+  pixels it is added to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy.fft import dctn, idctn
+
+from . import laplace
+from .errors import BitstreamError
+
+# Settings above the base rate point, coarsest first: the quantiser step on the 8-bit scale.
+STEPS = (64, 45, 32, 22, 16, 11)
+BASE = 6  # the learned layer under it: the shipped models' default rate point
+# Bumped whenever what the layer codes or which quality is which changes (benchmark caches key on it).
+CODING = 2
+BLOCK = 16
+TILE = 4  # blocks a side per tile of scales (64 pixels)
+LIMIT = 127  # coefficient values of the tables; larger ones go through compressai's escape
+ZERO = 255  # a cell's scale byte when all of its coefficients are 0: none of them is coded
+_DEAD_ZONE = 0.38  # |c| / step + this, floored (0.5 would be rounding)
+_SHRINK = 0.05  # non-zero values are rebuilt this many steps nearer zero
+# Luma, then two orthogonal chroma differences: orthonormal, so errors keep their size.
+_COLOUR = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=np.float64)
+_COLOUR /= np.linalg.norm(_COLOUR, axis=1, keepdims=True)
+# Bands grouped by pairs of diagonals ((u + v) // 2), the highest ones together: 9 groups of one
+# scale each.
+_GROUP = np.minimum(np.add.outer(np.arange(BLOCK), np.arange(BLOCK)).reshape(-1) // 2, 8)
+_N_GROUPS = int(_GROUP.max()) + 1
+_BAND_ORDER = np.argsort(_GROUP, kind="stable")  # the bands of one group next to each other
+
+
+def grid(size: tuple[int, int]) -> tuple[int, int]:
+    """Tiles down and across for an (H, W) photo."""
+    side = BLOCK * TILE
+    return -(-size[0] // side), -(-size[1] // side)
+
+
+def encode(residual: np.ndarray, step: int) -> bytes:
+    """The detail stream of an (H, W, 3) residual on the 8-bit scale (reference - learned photo)."""
+    q = _quantise(_coefficients(residual), step)  # (3, tiles, 64 bands in group order, blocks)
+    magnitudes = np.abs(q)
+    scales = np.empty((3, q.shape[1], _N_GROUPS), dtype=np.uint8)
+    for g, bands in enumerate(_group_slices()):
+        cell = magnitudes[:, :, bands, :].reshape(-1, (bands.stop - bands.start) * q.shape[3])
+        best = laplace.best_scales(cell, LIMIT)
+        best[cell.max(axis=1) == 0] = ZERO
+        scales[:, :, g] = best.reshape(3, q.shape[1])
+    indexes = _symbol_scales(scales, q.shape)
+    coded = indexes != ZERO
+    symbols, indexes = q[coded].astype(np.int64), indexes[coded].astype(np.int32)
+    chunks = laplace.encode(symbols, lambda part: indexes[part], LIMIT, "detail layer")
+    return laplace.pack_scales(scales) + chunks
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """A detail layer whose every length and field has been checked (`parse`), not yet decoded."""
+
+    size: tuple[int, int]  # (H, W) of the photo, oriented
+    scales: np.ndarray  # (3, tiles, groups) table index, ZERO for a cell of zeros
+    chunks: list[bytes]
+
+
+def parse(stream: bytes, size: tuple[int, int], name: str = "input") -> Layer:
+    """Check a detail layer's structure before anything costly is done for it; one BitstreamError
+    for anything wrong."""
+
+    def damaged(why: str) -> BitstreamError:
+        return BitstreamError(f"{name}: damaged .rbit file (detail layer: {why})")
+
+    th, tw = grid(size)
+    shape = (3, th * tw, _N_GROUPS)
+    scales, at = laplace.unpack_scales(stream, int(np.prod(shape)), 0, damaged)
+    if ((scales >= len(laplace.SCALES)) & (scales != ZERO)).any():
+        raise damaged("tile scales")
+    scales = scales.reshape(shape)
+    n_symbols = int((_symbol_scales(scales, (3, th * tw, BLOCK * BLOCK, TILE * TILE)) != ZERO).sum())
+    chunks = laplace.split(stream, at, n_symbols, damaged)
+    return Layer(size, scales, chunks)
+
+
+def decode(layer: Layer, step: int, name: str = "input") -> np.ndarray:
+    """(H, W, 3) residual on the 8-bit scale from a parsed layer."""
+
+    def damaged(why: str) -> BitstreamError:
+        return BitstreamError(f"{name}: damaged .rbit stream (detail layer, {why})")
+
+    th, tw = grid(layer.size)
+    shape = (3, th * tw, BLOCK * BLOCK, TILE * TILE)
+    indexes = _symbol_scales(layer.scales, shape)
+    coded = indexes != ZERO
+    table = indexes[coded].astype(np.int32)
+    q = np.zeros(shape, dtype=np.float64)
+    q[coded] = laplace.decode(layer.chunks, table.size, lambda part: table[part], LIMIT, damaged)
+    values = np.sign(q) * np.maximum(np.abs(q) - _SHRINK, 0.0) * step
+    return _pixels(values, layer.size)
+
+
+def _coefficients(residual: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (3, tiles, 64, blocks a tile) DCT coefficients, bands in group order. The photo
+    is padded by repeating its edge to whole tiles: a flat continuation costs next to nothing."""
+    h, w, _ = residual.shape
+    th, tw = grid((h, w))
+    side = BLOCK * TILE
+    x = np.pad(residual.astype(np.float64), ((0, th * side - h), (0, tw * side - w), (0, 0)), mode="edge")
+    x = (x @ _COLOUR.T).transpose(2, 0, 1)  # (3, Hp, Wp)
+    blocks = x.reshape(3, th, TILE, BLOCK, tw, TILE, BLOCK).transpose(0, 1, 4, 3, 6, 2, 5)
+    c = dctn(blocks, axes=(3, 4), norm="ortho")  # (3, th, tw, 8, 8, TILE, TILE)
+    c = c.reshape(3, th * tw, BLOCK * BLOCK, TILE * TILE)
+    return c[:, :, _BAND_ORDER, :]
+
+
+def _pixels(c: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """_coefficients inverted: (3, tiles, 64, blocks) -> (H, W, 3)."""
+    h, w = size
+    th, tw = grid(size)
+    bands = np.empty_like(c)
+    bands[:, :, _BAND_ORDER, :] = c
+    blocks = bands.reshape(3, th, tw, BLOCK, BLOCK, TILE, TILE)
+    x = idctn(blocks, axes=(3, 4), norm="ortho").transpose(0, 1, 5, 3, 2, 6, 4)
+    x = x.reshape(3, th * TILE * BLOCK, tw * TILE * BLOCK).transpose(1, 2, 0) @ _COLOUR
+    return np.ascontiguousarray(x[:h, :w])
+
+
+def _quantise(c: np.ndarray, step: int) -> np.ndarray:
+    return (np.sign(c) * np.floor(np.abs(c) / step + _DEAD_ZONE)).astype(np.int32)
+
+
+def _group_slices() -> list[slice]:
+    counts = np.bincount(_GROUP, minlength=_N_GROUPS)
+    ends = np.cumsum(counts)
+    return [slice(int(e - n), int(e)) for e, n in zip(ends, counts)]
+
+
+def _symbol_scales(scales: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The scale of every coefficient of a (3, tiles, 64, blocks) array, from its cell's."""
+    per_band = scales[:, :, np.sort(_GROUP)]  # bands are in group order
+    return np.broadcast_to(per_band[..., None], shape)

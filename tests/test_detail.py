@@ -1,0 +1,131 @@
+"""The detail settings: between the learned photo and the archive settings, a photographer buys
+fidelity with bits. What must hold: the quality ladder is the learned points, then the detail
+settings, then the archive settings; through the detail settings the file grows and the photo
+nears the reference rendering, every coefficient's error bounded by the step; the files are
+format 5 and say so; a damaged detail layer is a one-line refusal, never a traceback or a photo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rawbit import api, bitstream, detail, ladder, laplace
+from rawbit.errors import BitstreamError
+from rawbit.metrics import psnr
+from rawbit.nets.registry import load_model
+
+from conftest import SAMPLE_DNG, write_test_dng
+
+
+def detail_qualities(weights) -> list[int]:
+    return [q for q, s in enumerate(ladder.settings(load_model(weights).model), 1) if s.detail_step]
+
+
+@pytest.fixture(scope="module")
+def detailed(tiny_weights) -> dict[int, bytes]:
+    """The sample at the detail layer's base rate point and at every detail setting."""
+    qualities = detail_qualities(tiny_weights)
+    return {q: api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu") for q in [qualities[0] - 1] + qualities}
+
+
+def test_the_ladder_is_learned_points_then_detail_then_archive_settings(tiny_weights):
+    model = load_model(tiny_weights).model
+    offered = ladder.settings(model)
+    kinds = ["archive" if s.archive_shift else "detail" if s.detail_step else "learned" for s in offered]
+    assert kinds == ["learned"] * detail.BASE + ["detail"] * len(detail.STEPS) + ["archive"] * (len(offered) - 12)
+    assert [s.rate for s in offered[: detail.BASE]] == list(range(1, detail.BASE + 1))
+    assert all(s.rate == detail.BASE for s in offered if s.detail_step)
+    assert [s.detail_step for s in offered if s.detail_step] == sorted(detail.STEPS, reverse=True)
+
+
+def test_size_and_quality_rise_through_the_detail_settings(detailed, tiny_weights):
+    ref = api.reference(SAMPLE_DNG)
+    sizes = [len(data) for data in detailed.values()]
+    scores = [psnr(ref, api.decode(data, model=tiny_weights, device="cpu")) for data in detailed.values()]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), sizes
+    assert scores == sorted(scores) and len(set(scores)) == len(scores), scores
+
+
+def test_the_photos_error_is_bounded_by_the_step(detailed, tiny_weights):
+    # Every coefficient is rebuilt within 0.67 of a step (dead zone 0.38, reconstruction 0.05 step
+    # towards zero: 1 - 0.38 + 0.05); the transforms are orthonormal, so the photo's RMS error is
+    # too, plus the 8-bit rounding (and LibRaw's rendering of the planes, 60-99 dB from the file's).
+    ref = api.reference(SAMPLE_DNG).astype(np.float64)
+    for q, data in list(detailed.items())[1:]:
+        step = bitstream.parse(data).detail_step
+        rms = np.sqrt(np.mean((api.decode(data, model=tiny_weights, device="cpu") - ref) ** 2))
+        assert rms <= np.hypot(0.67 * step, 0.5), (q, step, rms)
+
+
+def test_the_residual_codes_and_decodes_with_many_chunks_and_an_odd_size(monkeypatch):
+    monkeypatch.setattr(laplace, "CHUNK", 1000)
+    rng = np.random.default_rng(3)
+    residual = rng.laplace(0.0, 6.0, size=(131, 77, 3)) + np.linspace(-40, 40, 77)[None, :, None]
+    stream = detail.encode(residual, 11)
+    layer = detail.parse(stream, (131, 77))
+    assert len(layer.chunks) > 1
+    rebuilt = detail.decode(layer, 11)
+    assert rebuilt.shape == residual.shape
+    assert np.sqrt(np.mean((rebuilt - residual) ** 2)) <= 0.67 * 11
+
+
+def test_detail_files_are_format_5_and_say_what_they_hold(detailed):
+    (base, plain), *layered = detailed.items()
+    assert bitstream.parse(plain).version == 3 and "detail" not in api.info(plain)
+    for q, data in layered:
+        f, d = bitstream.parse(data), api.info(data)
+        assert f.version == 5 and f.quality == q and f.detail_base == base
+        assert d["detail"] == {"base_quality": base, "step": f.detail_step}
+        assert d["streams"]["detail"] == len(f.detail) and d["bytes"] == len(data)
+
+
+def test_detail_settings_decode_to_16_bits(detailed, tiny_weights):
+    data = list(detailed.values())[-1]
+    eight = api.decode(data, model=tiny_weights, device="cpu").astype(np.int64)
+    sixteen = api.decode(data, model=tiny_weights, device="cpu", bits=16).astype(np.int64)
+    assert sixteen.shape == eight.shape
+    assert np.abs(sixteen - 257 * eight).max() <= 129  # the same photo, rounded once at 16 bits
+
+
+def test_other_phases_and_orientations_decode_to_the_reference_size(tmp_path, tiny_weights):
+    dng = write_test_dng(tmp_path / "odd.dng", height=63, width=95, cfa="GRBG", orientation=6, seed=7)
+    q = detail_qualities(tiny_weights)[-1]
+    out = api.decode(api.encode(dng, model=tiny_weights, quality=q, device="cpu"), model=tiny_weights, device="cpu")
+    ref = api.reference(dng)
+    assert out.shape == ref.shape and psnr(ref, out) >= 30.0
+
+
+def _refused(data: bytes, weights, match: str) -> None:
+    with pytest.raises(BitstreamError, match=match) as e:
+        api.decode(data, model=weights, device="cpu")
+    assert "\n" not in str(e.value)
+
+
+def test_a_damaged_detail_layer_is_refused_in_one_line(detailed, tiny_weights):
+    data = list(detailed.values())[-1]
+    f = bitstream.parse(data)
+    n = int.from_bytes(f.detail[:4], "big")
+    for bad_layer, why in [
+        (f.detail[:3], "3 bytes of detail layer"),
+        (f.detail[:-4], "detail layer"),
+        (f.detail + bytes(4), "detail layer"),
+        (f.detail[:4] + bytes(n) + f.detail[4 + n :], "detail layer: tile scales"),
+    ]:
+        _refused(bitstream.build(dataclasses.replace(f, detail=bad_layer)), tiny_weights, why)
+
+
+def test_detail_header_fields_out_of_range_are_a_damaged_file(detailed, tiny_weights):
+    data = list(detailed.values())[-1]
+    f = bitstream.parse(data)
+    for fields, why in [
+        (dict(detail_step=0), "detail step 0"),
+        (dict(detail_base=f.quality), "detail layer over rate point"),
+        (dict(detail_base=0), "detail layer over rate point"),
+        (dict(detail_length=3), "bytes of detail layer"),
+    ]:
+        with pytest.raises(BitstreamError, match=why):
+            bitstream.parse(bitstream.rewrite_header(data, **fields))
+
