@@ -352,10 +352,16 @@ def archive_problem(height: int, width: int, quality: int, base: int, shift: int
         return f"archive layer over rate point {base}, for quality {quality}"
     if not 1 <= shift <= MAX_ARCHIVE_SHIFT:
         return f"archive step 2^-{shift}"
+    return render_problem(height, width, cam_to_srgb, "an archive layer")
+
+
+def render_problem(height: int, width: int, cam_to_srgb, layer: str) -> str | None:
+    """Why LibRaw cannot render a photo's planes for a layer (`rawbit.render.render_planes`), or
+    None: a photo too small for LibRaw, or a colour matrix that cannot be taken back."""
     if min(height, width) < MIN_ARCHIVE_SIDE:
-        return f"an archive layer for a {width}×{height} photo (at least {MIN_ARCHIVE_SIDE} a side)"
+        return f"{layer} for a {width}×{height} photo (at least {MIN_ARCHIVE_SIDE} a side)"
     if cam_to_srgb is None:
-        return "an archive layer without the photo's colour matrix"
+        return f"{layer} without the photo's colour matrix"
     m = [list(cam_to_srgb[0:3]), list(cam_to_srgb[3:6]), list(cam_to_srgb[6:9])]
     cof = [[m[(i + 1) % 3][(j + 1) % 3] * m[(i + 2) % 3][(j + 2) % 3] - m[(i + 1) % 3][(j + 2) % 3] * m[(i + 2) % 3][(j + 1) % 3]
             for j in range(3)] for i in range(3)]  # fmt: skip

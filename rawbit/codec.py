@@ -124,8 +124,8 @@ def encode_raw(
         problem = bitstream.archive_problem(*raw.size, quality, *layered, ccm_values)
         problem = problem and f"not at an archive setting: {problem}"
     if setting.detail_step and not problem:  # the target is LibRaw's rendering of these planes
-        problem = bitstream.archive_problem(*raw.size, quality, setting.rate, 1, ccm_values)
-        problem = problem and f"not at a detail setting: {problem.replace('an archive layer', 'a detail layer')}"
+        problem = bitstream.render_problem(*raw.size, ccm_values, "a detail layer")
+        problem = problem and f"not at a detail setting: {problem}"
     if problem:
         raise RawbitError(f"{name}: cannot be coded ({problem})")
     x = model.pad(torch.from_numpy(raw.packed).unsqueeze(0))  # (1, 4, h, w), padded

@@ -129,3 +129,19 @@ def test_detail_header_fields_out_of_range_are_a_damaged_file(detailed, tiny_wei
         with pytest.raises(BitstreamError, match=why):
             bitstream.parse(bitstream.rewrite_header(data, **fields))
 
+
+
+def test_a_photo_whose_colour_matrix_libraw_cannot_take_gets_no_detail_file(tiny_weights):
+    # The encoder's target is LibRaw's rendering of the planes, which needs the matrix inverted.
+    import torch
+
+    from rawbit.codec import encode_raw
+    from rawbit.errors import RawbitError
+    from rawbit.raw import read_raw
+
+    raw = read_raw(SAMPLE_DNG)
+    raw = dataclasses.replace(raw, meta=dataclasses.replace(raw.meta, cam_to_srgb=((1, 0, 0), (1, 0, 0), (0, 0, 1))))
+    loaded = load_model(tiny_weights)
+    quality = detail_qualities(tiny_weights)[0]
+    with pytest.raises(RawbitError, match="not at a detail setting: a colour matrix that cannot be inverted"):
+        encode_raw(raw, loaded.model, loaded.model_id, quality, torch.device("cpu"))
