@@ -162,7 +162,8 @@ def bench_all(runs: Path, photos: dict[str, Path]) -> None:
     models = ",".join(str(weights_link(runs, s)) for s in codecs)
     for set_name, folder in photos.items():
         # One photo at a time (--jobs 1): the two cores go to one model's threads.
-        cmd = [sys.executable, "-m", "rawbit", "bench", str(folder), "--models", models, "--codecs", "jpeg,webp",
+        # --learned-only: the paper compares what the networks give, without rawbit's layers above.
+        cmd = [sys.executable, "-m", "rawbit", "bench", str(folder), "--models", models, "--learned-only", "--codecs", "jpeg,webp",
                "--anchor", "webp", "--out", str(runs / f"bench-{set_name}"), "--resume", "--jobs", "1",
                "--keep-files", "--no-progress"]  # fmt: skip
         print(f"bench {set_name}: {' '.join(cmd)}", flush=True)

@@ -29,13 +29,16 @@ RbitSource = bytes | bytearray | memoryview | str | os.PathLike
 
 def encode(
     path: str | Path, *, model: str | Path | None = "default", quality: int = DEFAULT_QUALITY,
-    device: str = "auto",
+    device: str = "auto", learned_only: bool = False,
 ) -> bytes:  # fmt: skip
-    """A RAW photo -> the bytes of a .rbit file (format 3: docs/FORMAT.md)."""
+    """A RAW photo -> the bytes of a .rbit file (docs/FORMAT.md). `quality` indexes the model's
+    quality ladder (rawbit/ladder.py); with `learned_only`, its own rate points, no layer above."""
     loaded = load_model(model)
     raw = read_raw(path)
     exif = _exif(path)
-    f = encode_raw(raw, loaded.model, loaded.model_id, quality, pick_device(device), exif, name=str(path))
+    f = encode_raw(
+        raw, loaded.model, loaded.model_id, quality, pick_device(device), exif, name=str(path), learned_only=learned_only
+    )
     return bitstream.build(f)
 
 
@@ -144,9 +147,10 @@ def reference(path: str | Path) -> np.ndarray:
     return reference_rendering(path, oriented=True)
 
 
-def model_qualities(model: str | Path | None = "default") -> list[int]:
-    """Every quality the model offers (rawbit/ladder.py): rate points, then detail and archive settings."""
-    return list(range(1, len(ladder.settings(load_model(model).model)) + 1))
+def model_qualities(model: str | Path | None = "default", learned_only: bool = False) -> list[int]:
+    """Every quality the model offers (rawbit/ladder.py): rate points, then detail and archive
+    settings; with `learned_only`, its rate points alone."""
+    return list(range(1, len(ladder.settings(load_model(model).model, learned_only)) + 1))
 
 
 def model_id(model: str | Path | None = "default") -> str:

@@ -91,27 +91,28 @@ def synthesize_tiled(
     return out
 
 
-def check_quality(model: RBN, quality: int) -> ladder.Setting:
+def check_quality(model: RBN, quality: int, learned_only: bool = False) -> ladder.Setting:
     """What a quality the model offers means (rawbit/ladder.py), else a readable error."""
-    offered = ladder.settings(model)
+    offered = ladder.settings(model, learned_only)
     if not 1 <= quality <= len(offered):
-        raise RawbitError(f"quality {quality} is out of range: this model has {ladder.describe(model)}")
+        raise RawbitError(f"quality {quality} is out of range: this model has {ladder.describe(model, learned_only)}")
     return offered[quality - 1]
 
 
 @torch.inference_mode()
 def encode_raw(
     raw: RawImage, model: RBN, model_id: str, quality: int, device: torch.device, exif: bytes = b"",
-    name: str = "input",
+    name: str = "input", learned_only: bool = False,
 ) -> RbitFile:  # fmt: skip
     """Code one packed RAW photo at a quality (1-based), as a format-3 file: colour metadata in
     the header, the probability path in exact integers (nets/probability.py). A quality above the
     learned points (rawbit/ladder.py) adds a detail layer (rawbit/detail.py, format 5) or an
-    archive layer (rawbit/archive.py, format 4)."""
+    archive layer (rawbit/archive.py, format 4). `learned_only`: `quality` is one of the model's
+    own rate points, coded without a layer (format 3)."""
     if not hasattr(model, "compress_latent"):
         raise ModelError("this model renders RAW photos without compressing them (an ISP-Net); "
                          "code with a codec such as the default or a cascade")
-    setting = check_quality(model, quality)
+    setting = check_quality(model, quality, learned_only)
     layered = (setting.rate, setting.archive_shift) if setting.archive_shift else None
     q = setting.rate - 1
     if model.config.input == "srgb":

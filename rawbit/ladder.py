@@ -9,7 +9,9 @@ ones), the qualities rise in rate and in PSNR on every real test photo measured 
 
 The learned points above BASE stay in the model (training uses them) but no quality names them:
 over the same bits the detail layer gives more (Nikon D1: rate point 11 33.4 dB at 1.17 bpp; point
-6 + detail step 22, 36.8 dB at 1.23). Other models offer their rate points only."""
+6 + detail step 22, 36.9 dB at 1.15). Other models offer their rate points only, and so does any
+model asked for its learned points alone (`learned_only`: what the network gives without a layer,
+for research and the paper's comparison)."""
 
 from __future__ import annotations
 
@@ -27,10 +29,10 @@ class Setting:
     archive_shift: int = 0  # > 0: an archive layer of step 2**-shift
 
 
-def settings(model: torch.nn.Module) -> list[Setting]:
+def settings(model: torch.nn.Module, learned_only: bool = False) -> list[Setting]:
     """The model's qualities in order: settings(model)[quality - 1]."""
     n = model.n_rates
-    if not archive.levels(model):
+    if learned_only or not archive.levels(model):
         return [Setting(r) for r in range(1, n + 1)]
     if n < detail.BASE:
         learned = [Setting(r) for r in range(1, n + 1)]
@@ -42,10 +44,10 @@ def settings(model: torch.nn.Module) -> list[Setting]:
     return learned + details + [Setting(base, archive_shift=s) for s in archive.SHIFTS]
 
 
-def describe(model: torch.nn.Module) -> str:
+def describe(model: torch.nn.Module, learned_only: bool = False) -> str:
     """The model's qualities in words, for an error message."""
     kinds: dict[str, list[int]] = {}
-    for q, s in enumerate(settings(model), 1):
+    for q, s in enumerate(settings(model, learned_only), 1):
         kind = "detail settings" if s.detail_step else "archive settings" if s.archive_shift else "rate points"
         kinds.setdefault(kind, []).append(q)
     parts = [f"{k} {v[0]} to {v[-1]}" if len(v) > 1 else f"{k[:-1]} {v[0]}" for k, v in kinds.items()]

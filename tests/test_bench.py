@@ -188,7 +188,7 @@ def test_learned_codec_encodes_the_raw_file_through_the_api(
 
     calls: list[tuple] = []
 
-    def encode(path, *, model, quality, device):
+    def encode(path, *, model, quality, device, learned_only=False):
         calls.append(("encode", Path(path).name, model, quality, device))
         return b"R" * (100 * quality)
 
@@ -198,7 +198,7 @@ def test_learned_codec_encodes_the_raw_file_through_the_api(
 
     monkeypatch.setattr(api, "encode", encode)
     monkeypatch.setattr(api, "decode", decode)
-    monkeypatch.setattr(api, "model_qualities", lambda model: [1, 2])
+    monkeypatch.setattr(api, "model_qualities", lambda model, learned_only=False: [1, 2])
     monkeypatch.setattr(api, "model_id", lambda model: "0123abcd")
     codec = RawbitCodec(model="/weights/my-model.safetensors")
     assert codec.name == "rawbit-my-model" and RawbitCodec("default").name == "rawbit-default"

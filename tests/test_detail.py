@@ -145,3 +145,17 @@ def test_a_photo_whose_colour_matrix_libraw_cannot_take_gets_no_detail_file(tiny
     quality = detail_qualities(tiny_weights)[0]
     with pytest.raises(RawbitError, match="not at a detail setting: a colour matrix that cannot be inverted"):
         encode_raw(raw, loaded.model, loaded.model_id, quality, torch.device("cpu"))
+
+
+def test_a_researcher_can_still_code_every_learned_rate_point_without_a_layer(tiny_weights):
+    # The paper's comparison measures what the network alone gives: all of its rate points.
+    from rawbit.bench.codecs import RawbitCodec
+
+    n = load_model(tiny_weights).model.n_rates
+    assert api.model_qualities(tiny_weights, learned_only=True) == list(range(1, n + 1))
+    data = api.encode(SAMPLE_DNG, model=tiny_weights, quality=n, device="cpu", learned_only=True)
+    f = bitstream.parse(data)
+    assert f.version == 3 and f.quality == n and not f.detail and not f.archive
+    learned, layered = RawbitCodec(str(tiny_weights), learned_only=True), RawbitCodec(str(tiny_weights))
+    assert learned.qualities() == list(range(1, n + 1)) and layered.qualities()[-1] > n
+    assert learned.cache_id() != layered.cache_id()  # never the same cached points

@@ -53,6 +53,9 @@ def _split(text: str) -> list[str]:
                    "LibRaw); '' for none.")
 @click.option("--anchor", default="jpeg", show_default=True,
               help="Codec (or model) that BD-rate and BD-PSNR are measured against.")
+@click.option("--learned-only", is_flag=True,
+              help="The models' own rate points only, without the detail and archive layers "
+                   "(what the network alone gives; the paper's comparison).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device for the models.")
 @click.option("--resume", is_flag=True, help="Reuse points already measured in OUT/cache.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
@@ -65,7 +68,7 @@ def _split(text: str) -> list[str]:
               help="Allowed bpp rise per rate point: '1%' of the baseline, or absolute bpp.")
 @click.option("--tolerance-psnr", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="Allowed PSNR fall per rate point, dB.")
-def bench(data, out, models, codecs, anchor, device, resume, jobs, keep_files, progress, baseline,
+def bench(data, out, models, codecs, anchor, learned_only, device, resume, jobs, keep_files, progress, baseline,
           tolerance_bpp, tolerance_psnr) -> None:
     """Rate-distortion and speed of rawbit models against JPEG, WebP, AVIF and JPEG XL.
 
@@ -79,7 +82,7 @@ def bench(data, out, models, codecs, anchor, device, resume, jobs, keep_files, p
     from .codecs import make_codecs
     from .run import run_bench
 
-    codec_list = make_codecs(_split(codecs), _split(models), device=device)
+    codec_list = make_codecs(_split(codecs), _split(models), device=device, learned_only=learned_only)
     names = [c.name for c in codec_list]
     if not codec_list:
         raise click.UsageError("nothing to bench: give --models and/or --codecs")

@@ -132,6 +132,7 @@ class RawbitCodec(Codec):
     device: str = "cpu"
     kind: str = "learned"
     suffix: str = ".rbit"
+    learned_only: bool = False  # the model's rate points alone, no detail or archive layer
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -144,7 +145,7 @@ class RawbitCodec(Codec):
         """The qualities the model offers (rawbit/ladder.py)."""
         from .. import api
 
-        return list(api.model_qualities(self.model))
+        return list(api.model_qualities(self.model, self.learned_only))
 
     def description(self) -> str:
         """Model name and content hash."""
@@ -157,6 +158,8 @@ class RawbitCodec(Codec):
         quality ladder never reuse old points."""
         from .. import api, archive, detail
 
+        if self.learned_only:
+            return f"{api.model_id(self.model)}+learned"
         return f"{api.model_id(self.model)}+archive{archive.CODING}+detail{detail.CODING}"
 
     def prepare(self) -> None:
@@ -169,7 +172,7 @@ class RawbitCodec(Codec):
         """rawbit.api.encode of the RAW file itself."""
         from .. import api
 
-        return api.encode(path, model=self.model, quality=quality, device=self.device)
+        return api.encode(path, model=self.model, quality=quality, device=self.device, learned_only=self.learned_only)
 
     def decode(self, data: bytes) -> np.ndarray:
         """rawbit.api.decode; the header names the model, ours is the hint for uninstalled weights."""
@@ -178,9 +181,9 @@ class RawbitCodec(Codec):
         return api.decode(data, model=self.model, device=self.device)
 
 
-def make_codecs(codecs: list[str], models: list[str], device: str = "cpu") -> list[Codec]:
+def make_codecs(codecs: list[str], models: list[str], device: str = "cpu", learned_only: bool = False) -> list[Codec]:
     """Codec objects for the CLI's --codecs and --models lists (models first)."""
     from .dng_jxl import DngJxlCodec
 
     others = [DngJxlCodec() if c == "dng-jxl" else PillowCodec(c) for c in codecs]
-    return [RawbitCodec(model=m, device=device) for m in models] + others
+    return [RawbitCodec(model=m, device=device, learned_only=learned_only) for m in models] + others
