@@ -67,8 +67,6 @@ def levels(model: torch.nn.Module) -> int:
     return len(SHIFTS) if codes_photos and getattr(config, "input", "raw") != "srgb" else 0
 
 
-
-
 def _on_curve(balanced: torch.Tensor) -> torch.Tensor:
     return isp.gamma_curve(balanced.double().clamp(0.0, 1.0))
 
@@ -166,8 +164,6 @@ def decode(layer: Layer, photo: torch.Tensor, cam_to_srgb: torch.Tensor, shift: 
         decoded.append(residual[c])
     on_curve = (_prediction(photo, cam_to_srgb, shape) + torch.from_numpy(residual)).clamp(0.0, 1.0)
     return isp.gamma_curve_inverse(on_curve)
-
-
 
 
 def _features(decoded: list[np.ndarray]) -> np.ndarray | None:

@@ -315,7 +315,7 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
             raise _damaged(name, f"{h.archive_length} bytes of archive layer for {pixels} pixels")
         archive = dict(archive_base=h.archive_base, archive_shift=h.archive_shift, archive_length=h.archive_length)
     if version == 5:
-        problem = detail_problem(h.height, h.width, h.quality, h.detail_base, h.detail_step)
+        problem = detail_problem(h.quality, h.detail_base, h.detail_step)
         if problem:
             raise _damaged(name, problem)
         # every coefficient at <= 4 bytes (rANS, escapes included), plus its tile scales
@@ -371,7 +371,7 @@ def render_problem(height: int, width: int, cam_to_srgb, layer: str) -> str | No
     return None
 
 
-def detail_problem(height: int, width: int, quality: int, base: int, step: int) -> str | None:
+def detail_problem(quality: int, base: int, step: int) -> str | None:
     """Why a format-5 header's detail fields cannot be right, or None: a layer over a rate point at
     or above the quality asked for, or a step out of range."""
     if base < 1 or base >= quality:

@@ -113,7 +113,6 @@ def encode_raw(
         raise ModelError("this model renders RAW photos without compressing them (an ISP-Net); "
                          "code with a codec such as the default or a cascade")
     setting = check_quality(model, quality, learned_only)
-    layered = (setting.rate, setting.archive_shift) if setting.archive_shift else None
     q = setting.rate - 1
     if model.config.input == "srgb":
         raise RawbitError("this model encodes sRGB images, not RAW photos")
@@ -121,8 +120,8 @@ def encode_raw(
     wb_values = bitstream.as_float32(raw.meta.wb)
     ccm_values = bitstream.as_float32(raw.meta.cam_to_srgb)
     problem = bitstream.colour_problem(wb_values, ccm_values)
-    if layered and not problem:  # never write a file the decoder would refuse
-        problem = bitstream.archive_problem(*raw.size, quality, *layered, ccm_values)
+    if setting.archive_shift and not problem:  # never write a file the decoder would refuse
+        problem = bitstream.archive_problem(*raw.size, quality, setting.rate, setting.archive_shift, ccm_values)
         problem = problem and f"not at an archive setting: {problem}"
     if setting.detail_step and not problem:  # the target is LibRaw's rendering of these planes
         problem = bitstream.render_problem(*raw.size, ccm_values, "a detail layer")
@@ -158,34 +157,31 @@ def encode_raw(
         wb=wb_values,
         cam_to_srgb=ccm_values,
     )
-    if setting.detail_step:
-        return _with_detail(f, raw, model, y_hat, device, quality, setting, name)
-    if layered is None:
+    if not (setting.detail_step or setting.archive_shift):
         return f
-    # The residual is taken against exactly the photo the decoder will synthesise from these bits
-    # (the y_hat the decoder rebuilds: the same integer arithmetic, tests/test_codec.py).
-    base, shift = layered
+    # A layer is taken against exactly the photo the decoder will synthesise from these bits (the
+    # y_hat the decoder rebuilds: the same integer arithmetic, tests/test_codec.py).
     photo = _synthesized_photo(f, model, y_hat, device, name)
     balanced = isp.white_balance(torch.from_numpy(raw.packed)[None].double(), wb.double())[0]
-    stream = archive.encode(balanced, photo, ccm[0], shift)
+    if setting.detail_step:
+        return _with_detail(f, balanced, photo, ccm, quality, setting, name)
+    stream = archive.encode(balanced, photo, ccm[0], setting.archive_shift)
     archive.parse(stream, f.coded_size, name)  # its structure as the decoder will check it
-    return dataclasses.replace(f, version=4, quality=quality, archive=stream, archive_base=base, archive_shift=shift)
+    return dataclasses.replace(
+        f, version=4, quality=quality, archive=stream, archive_base=setting.rate, archive_shift=setting.archive_shift
+    )
 
 
 def _with_detail(
-    f: RbitFile, raw: RawImage, model: RBN, y_hat: Tensor, device: torch.device, quality: int,
-    setting: ladder.Setting, name: str,
-) -> RbitFile:  # fmt: skip
-    """`f` with a detail layer: the residual of LibRaw's rendering of the file's own sensor data
-    against exactly the photo the decoder will synthesise (see archive above), both oriented."""
-    wb, ccm = _colour_tensors(f.wb, f.cam_to_srgb)
-    balanced = isp.white_balance(torch.from_numpy(raw.packed)[None].double(), wb.double())[0].clamp(0.0, 1.0)
+    f: RbitFile, balanced: Tensor, photo: Tensor, ccm: Tensor, quality: int, setting: ladder.Setting, name: str
+) -> RbitFile:
+    """`f` with a detail layer: the residual of LibRaw's rendering of the file's own white-balanced
+    sensor planes against the learned photo the decoder will synthesise, both oriented."""
     try:
-        target = render_planes(balanced.numpy(), f.pad, raw.size, ccm[0].double().numpy())
+        target = render_planes(balanced.clamp(0.0, 1.0).numpy(), f.pad, (f.height, f.width), ccm[0].double().numpy())
     except (RenderError, ValueError) as e:
         raise RawbitError(f"{name}: cannot be coded at a detail setting (LibRaw cannot render it: {_one_line(e)})") from e
-    photo = _detail_base(_synthesized_photo(f, model, y_hat, device, name), f)
-    stream = detail.encode(orient(target, f.orientation).astype(np.float64) - photo, setting.detail_step)
+    stream = detail.encode(orient(target, f.orientation).astype(np.float64) - _detail_base(photo, f), setting.detail_step)
     detail.parse(stream, f.output_size, name)  # its structure as the decoder will check it
     return dataclasses.replace(
         f, version=5, quality=quality, detail=stream, detail_base=setting.rate, detail_step=setting.detail_step
@@ -225,7 +221,7 @@ def check_decodable(f: RbitFile, model: RBN, name: str = "input", max_pixels: in
     if f.archive and not archive.levels(model):
         raise BitstreamError(f"{name}: damaged .rbit file (an archive layer over a model that has none)")
     if f.detail:
-        problem = bitstream.detail_problem(f.height, f.width, f.quality, f.detail_base, f.detail_step)
+        problem = bitstream.detail_problem(f.quality, f.detail_base, f.detail_step)
         if problem:
             raise BitstreamError(f"{name}: damaged .rbit file ({problem})")
         if not archive.levels(model):

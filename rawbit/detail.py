@@ -64,6 +64,9 @@ _COLOUR /= np.linalg.norm(_COLOUR, axis=1, keepdims=True)
 _GROUP = np.minimum(np.add.outer(np.arange(BLOCK), np.arange(BLOCK)).reshape(-1) // 2, 8)
 _N_GROUPS = int(_GROUP.max()) + 1
 _BAND_ORDER = np.argsort(_GROUP, kind="stable")  # the bands of one group next to each other
+_BAND_GROUP = _GROUP[_BAND_ORDER]  # each band's group, bands in that order
+_GROUP_SIZE = np.bincount(_GROUP)  # bands per group
+_GROUP_BANDS = [slice(int(e - n), int(e)) for e, n in zip(np.cumsum(_GROUP_SIZE), _GROUP_SIZE)]
 
 
 def grid(size: tuple[int, int]) -> tuple[int, int]:
@@ -74,10 +77,10 @@ def grid(size: tuple[int, int]) -> tuple[int, int]:
 
 def encode(residual: np.ndarray, step: int) -> bytes:
     """The detail stream of an (H, W, 3) residual on the 8-bit scale (reference - learned photo)."""
-    q = _quantise(_coefficients(residual), step)  # (3, tiles, 64 bands in group order, blocks)
+    q = _quantise(_coefficients(residual), step)  # (3, tiles, bands in group order, blocks)
     magnitudes = np.abs(q)
     scales = np.empty((3, q.shape[1], _N_GROUPS), dtype=np.uint8)
-    for g, bands in enumerate(_group_slices()):
+    for g, bands in enumerate(_GROUP_BANDS):
         cell = magnitudes[:, :, bands, :].reshape(-1, (bands.stop - bands.start) * q.shape[3])
         best = laplace.best_scales(cell, LIMIT)
         best[cell.max(axis=1) == 0] = ZERO
@@ -111,7 +114,7 @@ def parse(stream: bytes, size: tuple[int, int], name: str = "input") -> Layer:
     if ((scales >= len(laplace.SCALES)) & (scales != ZERO)).any():
         raise damaged("tile scales")
     scales = scales.reshape(shape)
-    n_symbols = int((_symbol_scales(scales, (3, th * tw, BLOCK * BLOCK, TILE * TILE)) != ZERO).sum())
+    n_symbols = int(((scales != ZERO) * _GROUP_SIZE).sum()) * TILE * TILE  # a cell: its bands in each block
     chunks = laplace.split(stream, at, n_symbols, damaged)
     return Layer(size, scales, chunks)
 
@@ -134,7 +137,7 @@ def decode(layer: Layer, step: int, name: str = "input") -> np.ndarray:
 
 
 def _coefficients(residual: np.ndarray) -> np.ndarray:
-    """(H, W, 3) -> (3, tiles, 64, blocks a tile) DCT coefficients, bands in group order. The photo
+    """(H, W, 3) -> (3, tiles, bands, blocks a tile) DCT coefficients, bands in group order. The photo
     is padded by repeating its edge to whole tiles: a flat continuation costs next to nothing."""
     h, w, _ = residual.shape
     th, tw = grid((h, w))
@@ -142,13 +145,13 @@ def _coefficients(residual: np.ndarray) -> np.ndarray:
     x = np.pad(residual.astype(np.float64), ((0, th * side - h), (0, tw * side - w), (0, 0)), mode="edge")
     x = (x @ _COLOUR.T).transpose(2, 0, 1)  # (3, Hp, Wp)
     blocks = x.reshape(3, th, TILE, BLOCK, tw, TILE, BLOCK).transpose(0, 1, 4, 3, 6, 2, 5)
-    c = dctn(blocks, axes=(3, 4), norm="ortho")  # (3, th, tw, 8, 8, TILE, TILE)
+    c = dctn(blocks, axes=(3, 4), norm="ortho")  # (3, th, tw, BLOCK, BLOCK, TILE, TILE)
     c = c.reshape(3, th * tw, BLOCK * BLOCK, TILE * TILE)
     return c[:, :, _BAND_ORDER, :]
 
 
 def _pixels(c: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """_coefficients inverted: (3, tiles, 64, blocks) -> (H, W, 3)."""
+    """_coefficients inverted: (3, tiles, bands, blocks) -> (H, W, 3)."""
     h, w = size
     th, tw = grid(size)
     bands = np.empty_like(c)
@@ -163,13 +166,6 @@ def _quantise(c: np.ndarray, step: int) -> np.ndarray:
     return (np.sign(c) * np.floor(np.abs(c) / step + _DEAD_ZONE)).astype(np.int32)
 
 
-def _group_slices() -> list[slice]:
-    counts = np.bincount(_GROUP, minlength=_N_GROUPS)
-    ends = np.cumsum(counts)
-    return [slice(int(e - n), int(e)) for e, n in zip(ends, counts)]
-
-
 def _symbol_scales(scales: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The scale of every coefficient of a (3, tiles, 64, blocks) array, from its cell's."""
-    per_band = scales[:, :, np.sort(_GROUP)]  # bands are in group order
-    return np.broadcast_to(per_band[..., None], shape)
+    """The scale of every coefficient of a (3, tiles, bands, blocks) array, from its cell's."""
+    return np.broadcast_to(scales[:, :, _BAND_GROUP, None], shape)
