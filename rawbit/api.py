@@ -93,6 +93,8 @@ def info(data: RbitSource, name: str | None = None) -> dict:
     if f.archive:
         d["streams"]["archive"] = len(f.archive)
         d["archive"] = {"base_quality": f.archive_base, "step": f"1/{2 ** f.archive_shift}"}
+    if f.correction:
+        d["streams"]["correction"] = len(f.correction)
     if f.detail:
         d["streams"]["detail"] = len(f.detail)
         d["detail"] = {"base_quality": f.detail_base, "step": f.detail_step}

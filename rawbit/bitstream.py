@@ -18,7 +18,7 @@ import construct as cs
 from .errors import BitstreamError, input_error
 
 MAGIC = b"RBIT"
-VERSION = 5  # the newest format: parse() reads 1 to 5; build() writes 3, 4 for an archive layer, 5 for a detail layer
+VERSION = 6  # the newest format: parse() reads 1 to 6; build() writes 6, 3 for a learned point alone, 4 for an archive layer
 CONTEXT_SCHEDULES = {"checkerboard": 1}
 
 # A decoder refuses images of more pixels than this unless asked for more (api max_pixels): far above
@@ -72,14 +72,20 @@ _FIELDS_V5 = _FIELDS_V3 + (
     "detail_step" / cs.Int8ub,  # quantiser step on the 8-bit scale
     "detail_length" / cs.Int32ub,  # bytes of the detail layer
 )
+# Format 6: format 5 plus a correction filter (rawbit.correction) between the latent stream and the
+# detail layer; either may be absent (length 0; a file without a detail layer has base and step 0).
+_FIELDS_V6 = _FIELDS_V5 + (
+    "correction_length" / cs.Int16ub,  # 0 or CORRECTION_SIZE
+)
 _HEADERS = {
     1: cs.Struct(*_FIELDS_V1), 2: cs.Struct(*_FIELDS_V1, *_FIELDS_COLOUR), 3: cs.Struct(*_FIELDS_V3),
-    4: cs.Struct(*_FIELDS_V4), 5: cs.Struct(*_FIELDS_V5),
+    4: cs.Struct(*_FIELDS_V4), 5: cs.Struct(*_FIELDS_V5), 6: cs.Struct(*_FIELDS_V6),
 }  # fmt: skip
-HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52, 104, 104, 110 and 110 bytes
+HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52, 104, 104, 110, 110 and 112 bytes
 HEADER_SIZE = HEADER_SIZES[3]
 MAX_ARCHIVE_SHIFT = 12
 MAX_DETAIL_STEP = 255
+CORRECTION_SIZE = 168  # rawbit.correction: 3 x 28 int16
 # LibRaw renders nothing smaller: an archive layer's planes go to LibRaw (rawbit.render.render_planes).
 MIN_ARCHIVE_SIDE = 22
 CRC_SIZE = 4
@@ -117,6 +123,7 @@ class RbitFile:
     detail: bytes = b""  # format 5: the detail layer, over rate point detail_base
     detail_base: int = 0
     detail_step: int = 0
+    correction: bytes = b""  # format 6: the correction filter's coefficients, or none
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -160,6 +167,7 @@ class RbitHeader:
     detail_base: int = 0
     detail_step: int = 0
     detail_length: int = 0
+    correction_length: int = 0
 
     @property
     def header_size(self) -> int:
@@ -168,7 +176,7 @@ class RbitHeader:
     @property
     def file_size(self) -> int:
         """The exact size of the file this header announces."""
-        streams = self.z_length + self.y_length + self.archive_length + self.detail_length
+        streams = self.z_length + self.y_length + self.archive_length + self.detail_length + self.correction_length
         return self.header_size + self.exif_length + streams + CRC_SIZE
 
     @property
@@ -208,15 +216,18 @@ def _fmt(values) -> str:
 def build(f: RbitFile) -> bytes:
     """Serialise; the CRC32 covers header, EXIF and both streams.
 
-    Writes the format `f.version` names: 3 (the default) and 2 with the colour metadata, which they
-    must then carry; 4, format 3 with an archive layer; 1, the older layout without colour (older
-    formats are kept so tests can write the files older rawbit versions wrote)."""
+    Writes the format `f.version` names: 6 (the encoder's, with a correction filter, a detail layer,
+    both or neither), 3 and 2 with the colour metadata, which they must then carry; 4, format 3 with
+    an archive layer; 5, with a detail layer; 1, the older layout without colour (older formats are
+    kept so tests can write the files older rawbit versions wrote)."""
     if f.version not in _HEADERS:
         raise ValueError(f"cannot write .rbit format {f.version}")
     if (f.version == 4) != bool(f.archive):
         raise ValueError("a format-4 .rbit file, and only one, carries an archive layer")
-    if (f.version == 5) != bool(f.detail):
-        raise ValueError("a format-5 .rbit file, and only one, carries a detail layer")
+    if f.version == 5 and not f.detail or f.detail and f.version not in (5, 6):
+        raise ValueError("a format-5 .rbit file carries a detail layer, and only formats 5 and 6 can")
+    if f.correction and (f.version != 6 or len(f.correction) != CORRECTION_SIZE):
+        raise ValueError(f"only a format-6 .rbit file carries a correction filter, of {CORRECTION_SIZE} bytes")
     header = dict(
         version=f.version,
         model_id=bytes.fromhex(f.model_id),
@@ -242,9 +253,12 @@ def build(f: RbitFile) -> bytes:
         header.update(wb=list(f.wb), cam_to_srgb=list(f.cam_to_srgb))
     if f.version == 4:
         header.update(archive_base=f.archive_base, archive_shift=f.archive_shift, archive_length=len(f.archive))
-    if f.version == 5:
+    if f.version >= 5:
         header.update(detail_base=f.detail_base, detail_step=f.detail_step, detail_length=len(f.detail))
-    body = _HEADERS[f.version].build(header) + f.exif + f.z + f.y_anchor + f.y_rest + f.archive + f.detail
+    if f.version == 6:
+        header.update(correction_length=len(f.correction))
+    streams = f.z + f.y_anchor + f.y_rest + f.archive + f.correction + f.detail
+    body = _HEADERS[f.version].build(header) + f.exif + streams
     return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")
 
 
@@ -314,7 +328,12 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         if not 8 <= h.archive_length <= 4 * pixels + pixels // 64 + _STREAM_SLACK:
             raise _damaged(name, f"{h.archive_length} bytes of archive layer for {pixels} pixels")
         archive = dict(archive_base=h.archive_base, archive_shift=h.archive_shift, archive_length=h.archive_length)
-    if version == 5:
+    if version == 6 and h.correction_length not in (0, CORRECTION_SIZE):
+        raise _damaged(name, f"a correction filter of {h.correction_length} bytes, not {CORRECTION_SIZE}")
+    if version == 6 and h.detail_length == 0:
+        if h.detail_base or h.detail_step:
+            raise _damaged(name, f"detail base {h.detail_base} and step {h.detail_step} without a detail layer")
+    elif version >= 5:
         problem = detail_problem(h.quality, h.detail_base, h.detail_step)
         if problem:
             raise _damaged(name, problem)
@@ -322,6 +341,8 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         if not 8 <= h.detail_length <= 12 * pixels + pixels // 64 + _STREAM_SLACK:
             raise _damaged(name, f"{h.detail_length} bytes of detail layer for {pixels} pixels")
         archive = dict(detail_base=h.detail_base, detail_step=h.detail_step, detail_length=h.detail_length)
+    if version == 6:
+        archive["correction_length"] = h.correction_length
     check_pixel_limit(h.height, h.width, max_pixels, name)
     return RbitHeader(
         version=version,
@@ -413,9 +434,14 @@ def parse(data: bytes, name: str = "input", max_pixels: int | None = None) -> Rb
     at += h.z_length
     y_anchor = bytes(data[at : at + h.y_anchor_length])
     y_rest = bytes(data[at + h.y_anchor_length : at + h.y_length])
-    layer = {"detail" if h.version == 5 else "archive": bytes(data[at + h.y_length : end])}
+    at += h.y_length
+    correction = bytes(data[at : at + h.correction_length])
+    layer = {"detail" if h.version >= 5 else "archive": bytes(data[at + h.correction_length : end])}
     shared = {f.name for f in fields(RbitFile)} & {f.name for f in fields(RbitHeader)}
-    return RbitFile(z=z, y_anchor=y_anchor, y_rest=y_rest, exif=exif, **layer, **{k: getattr(h, k) for k in shared})
+    return RbitFile(
+        z=z, y_anchor=y_anchor, y_rest=y_rest, exif=exif, correction=correction, **layer,
+        **{k: getattr(h, k) for k in shared},
+    )  # fmt: skip
 
 
 def read(path: str | os.PathLike, name: str | None = None, max_pixels: int | None = None) -> bytes:
@@ -476,8 +502,9 @@ def rewrite_header(data: bytes, **fields) -> bytes:
     for new_name, old_name in (("pad_top", "crop_top"), ("pad_left", "crop_left")):  # across 2 <-> 3
         header.setdefault(new_name, header.get(old_name, 0))
         header.setdefault(old_name, header[new_name])
-    for name in ("archive_base", "archive_shift", "archive_length", "detail_base", "detail_step", "detail_length"):
-        # 3 -> 4 or 5: no layer, until a field says
+    for name in ("archive_base", "archive_shift", "archive_length", "detail_base", "detail_step", "detail_length",
+                 "correction_length"):  # fmt: skip
+        # 3 -> 4, 5 or 6: no layer, until a field says
         header.setdefault(name, 0)
     body = layout.build(header) + data[size:-CRC_SIZE]
     return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from . import archive, bitstream, detail, isp, ladder
+from . import archive, bitstream, correction, detail, isp, ladder
 from .bitstream import DEFAULT_MAX_PIXELS, RbitFile
 from .device import one_thread_per_op
 from .errors import BitstreamError, ModelError, RawbitError
@@ -47,8 +47,11 @@ def channels_last(x: Tensor, device: torch.device) -> Tensor:
     return x.to(device).contiguous(memory_format=torch.channels_last)
 
 
+TILE_PX, HALO_PX = 1024, 96  # the decoder's synthesis tiles and their context, in sRGB pixels
+
+
 def synthesize_tiled(
-    model: RBN, y_hat: Tensor, device: torch.device, tile_px: int = 1024, halo_px: int = 96, *,
+    model: RBN, y_hat: Tensor, device: torch.device, tile_px: int = TILE_PX, halo_px: int = HALO_PX, *,
     wb: Tensor | None = None, cam_to_srgb: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
     """g_s over latent tiles of a fixed layout, each with a halo of context, run in parallel.
@@ -59,25 +62,41 @@ def synthesize_tiled(
     wb (1, 4) and cam_to_srgb (1, 3, 3), the photo's colour metadata (None for format-1 files),
     go to every tile's synthesis; models that do not need them ignore them.
     """
+    _, _, h, w = y_hat.shape
+    scale = model.config.latent_stride
+    tile = tile_px // scale
+    out = torch.empty(1, 3, h * scale, w * scale)
+    boxes = [(i, j, min(tile, h - i), min(tile, w - j)) for i in range(0, h, tile) for j in range(0, w, tile)]
+
+    def take(box: tuple[int, int, int, int], x: Tensor) -> None:
+        i, j, ti, tj = box
+        out[:, :, i * scale : (i + ti) * scale, j * scale : (j + tj) * scale] = x
+
+    synthesize_boxes(model, y_hat, device, boxes, halo_px, take, wb=wb, cam_to_srgb=cam_to_srgb)
+    return out
+
+
+def synthesize_boxes(
+    model: RBN, y_hat: Tensor, device: torch.device, boxes: list[tuple[int, int, int, int]], halo_px: int,
+    take: Callable[[tuple[int, int, int, int], Tensor], None], *,
+    wb: Tensor | None = None, cam_to_srgb: Tensor | None = None,
+) -> None:  # fmt: skip
+    """g_s of each latent box (top, left, rows, columns) with `halo_px` of context around it, run in
+    parallel; `take(box, x)` receives each box's (1, 3, rows * stride, columns * stride) pixels."""
     colour = {"wb": None if wb is None else wb.to(device),
               "cam_to_srgb": None if cam_to_srgb is None else cam_to_srgb.to(device)}  # fmt: skip
     _, _, h, w = y_hat.shape
     scale = model.config.latent_stride
-    tile, halo = tile_px // scale, halo_px // scale
-    out = torch.empty(1, 3, h * scale, w * scale)
-    boxes = [(i, j) for i in range(0, h, tile) for j in range(0, w, tile)]
+    halo = halo_px // scale
 
     @torch.inference_mode()  # grad mode is per thread: the pool's threads need it too
-    def run(box: tuple[int, int]) -> None:
-        i, j = box
+    def run(box: tuple[int, int, int, int]) -> None:
+        i, j, ti, tj = box
         i0, j0 = max(i - halo, 0), max(j - halo, 0)
-        i1, j1 = min(i + tile + halo, h), min(j + tile + halo, w)
+        i1, j1 = min(i + ti + halo, h), min(j + tj + halo, w)
         x = model.synthesize(channels_last(y_hat[:, :, i0:i1, j0:j1], device), **colour).cpu()
-        ti, tj = min(tile, h - i), min(tile, w - j)
         oi, oj = (i - i0) * scale, (j - j0) * scale
-        out[:, :, i * scale : (i + ti) * scale, j * scale : (j + tj) * scale] = x[
-            :, :, oi : oi + ti * scale, oj : oj + tj * scale
-        ]
+        take(box, x[:, :, oi : oi + ti * scale, oj : oj + tj * scale])
 
     with one_thread_per_op() as n_threads:
         if device.type == "cpu" and n_threads > 1 and len(boxes) > 1:
@@ -88,7 +107,6 @@ def synthesize_tiled(
         else:
             for box in boxes:
                 run(box)
-    return out
 
 
 def check_quality(model: RBN, quality: int, learned_only: bool = False) -> ladder.Setting:
@@ -104,11 +122,12 @@ def encode_raw(
     raw: RawImage, model: RBN, model_id: str, quality: int, device: torch.device, exif: bytes = b"",
     name: str = "input", learned_only: bool = False,
 ) -> RbitFile:  # fmt: skip
-    """Code one packed RAW photo at a quality (1-based), as a format-3 file: colour metadata in
-    the header, the probability path in exact integers (nets/probability.py). A quality above the
-    learned points (rawbit/ladder.py) adds a detail layer (rawbit/detail.py, format 5) or an
-    archive layer (rawbit/archive.py, format 4). `learned_only`: `quality` is one of the model's
-    own rate points, coded without a layer (format 3)."""
+    """Code one packed RAW photo at a quality (1-based), as a format-6 file: colour metadata in
+    the header, the probability path in exact integers (nets/probability.py), and a correction
+    filter for the learned photo when it pays (rawbit/correction.py). A quality above the learned
+    points (rawbit/ladder.py) adds a detail layer (rawbit/detail.py) or is an archive setting
+    (rawbit/archive.py, format 4). `learned_only`: `quality` is one of the model's own rate
+    points, what the network gives alone: no filter, no layer (format 3)."""
     if not hasattr(model, "compress_latent"):
         raise ModelError("this model renders RAW photos without compressing them (an ISP-Net); "
                          "code with a codec such as the default or a cascade")
@@ -157,42 +176,104 @@ def encode_raw(
         wb=wb_values,
         cam_to_srgb=ccm_values,
     )
-    if not (setting.detail_step or setting.archive_shift):
+    if learned_only:
         return f
     # A layer is taken against exactly the photo the decoder will synthesise from these bits (the
     # y_hat the decoder rebuilds: the same integer arithmetic, tests/test_codec.py).
-    photo = _synthesized_photo(f, model, y_hat, device, name)
-    balanced = isp.white_balance(torch.from_numpy(raw.packed)[None].double(), wb.double())[0]
+    balanced = isp.white_balance(torch.from_numpy(raw.packed)[None].double(), wb.double())[0].clamp(0.0, 1.0)
+    if setting.archive_shift:
+        photo = _synthesized_photo(f, model, y_hat, device, name)
+        stream = archive.encode(balanced, photo, ccm[0], setting.archive_shift)
+        archive.parse(stream, f.coded_size, name)  # its structure as the decoder will check it
+        return dataclasses.replace(
+            f, version=4, quality=quality, archive=stream, archive_base=setting.rate, archive_shift=setting.archive_shift
+        )
+    f = dataclasses.replace(f, version=6)
     if setting.detail_step:
-        return _with_detail(f, balanced, photo, ccm, quality, setting, name)
-    stream = archive.encode(balanced, photo, ccm[0], setting.archive_shift)
-    archive.parse(stream, f.coded_size, name)  # its structure as the decoder will check it
-    return dataclasses.replace(
-        f, version=4, quality=quality, archive=stream, archive_base=setting.rate, archive_shift=setting.archive_shift
-    )
+        photo = _synthesized_photo(f, model, y_hat, device, name)
+        try:
+            target = _rendering(balanced, f.pad, (f.height, f.width), ccm)
+        except (RenderError, ValueError) as e:
+            raise RawbitError(f"{name}: cannot be coded at a detail setting (LibRaw cannot render it: {_one_line(e)})") from e
+        f = _with_correction(f, correction.patches(_visible(photo, f), target))
+        return _with_detail(f, _detail_base(photo, f), target, quality, setting, name)
+    if bitstream.render_problem(f.height, f.width, ccm_values, "a correction"):
+        return f  # the filter is fitted to LibRaw's rendering: without one, the photo goes as it is
+    try:
+        return _with_correction(f, _correction_pairs(f, model, y_hat, balanced, ccm, device, name))
+    except (RenderError, ValueError):
+        return f
+
+
+def _rendering(balanced: Tensor, pad: tuple[int, int], size: tuple[int, int], ccm: Tensor) -> np.ndarray:
+    """(h, w, 3) uint8, not oriented: LibRaw's reference rendering of white-balanced, clipped planes
+    (a crop of them, from an even row and column of the padded mosaic, with `pad` (0, 0))."""
+    return render_planes(balanced.numpy(), pad, size, ccm[0].double().numpy())
+
+
+def _correction_pairs(
+    f: RbitFile, model: RBN, y_hat: Tensor, balanced: Tensor, ccm: Tensor, device: torch.device, name: str
+) -> list[tuple[Tensor, np.ndarray, int]]:
+    """(learned photo, LibRaw's rendering, border) to fit the correction filter on, at a rate point:
+    patches spread over a large photo, each synthesised with the decoder's own halo of context
+    (rawbit/correction.py), or the whole photo when it is small."""
+    stride = model.config.latent_stride
+    top, left = f.pad
+    boxes = correction.patch_boxes((top, left, top + f.height, left + f.width), stride)
+    if not boxes:
+        photo = _synthesized_photo(f, model, y_hat, device, name)
+        return correction.patches(_visible(photo, f), _rendering(balanced, f.pad, (f.height, f.width), ccm))
+    side, margin = correction.PATCH, correction.MARGIN
+    photos: dict[tuple[int, int, int, int], Tensor] = {}
+    wb, _ = _colour_tensors(f.wb, f.cam_to_srgb)
+    with _transforms_on(model, device):
+        latent = [(i // stride, j // stride, side // stride, side // stride) for i, j in boxes]
+        synthesize_boxes(model, y_hat, device, latent, HALO_PX, photos.__setitem__, wb=wb, cam_to_srgb=ccm)
+    pairs = []
+    for (i, j), box in zip(boxes, latent):
+        planes = balanced[:, (i - margin) // 2 : (i + side + margin) // 2, (j - margin) // 2 : (j + side + margin) // 2]
+        target = _rendering(planes, (0, 0), (side + 2 * margin, side + 2 * margin), ccm)
+        photo = photos[box][0].clamp(0.0, 1.0)
+        if not torch.isfinite(photo).all():
+            raise RawbitError(f"{name}: cannot be coded (the decoder's output is not finite)")
+        # one pixel of the patch's border has no neighbours in it: the filter sees them in the photo
+        pairs.append((photo, target[margin : margin + side, margin : margin + side], 1))
+    return pairs
+
+
+def _with_correction(f: RbitFile, pairs: list[tuple[Tensor, np.ndarray, int]]) -> RbitFile:
+    """`f` with the correction filter fitted to `pairs`, when what it gains pays for its bytes."""
+    weights, gain_db = correction.fit(pairs)
+    if not correction.worth(gain_db, len(bitstream.build(f))):
+        return f
+    return dataclasses.replace(f, correction=correction.pack(weights))
 
 
 def _with_detail(
-    f: RbitFile, balanced: Tensor, photo: Tensor, ccm: Tensor, quality: int, setting: ladder.Setting, name: str
+    f: RbitFile, base: np.ndarray, target: np.ndarray, quality: int, setting: ladder.Setting, name: str
 ) -> RbitFile:
     """`f` with a detail layer: the residual of LibRaw's rendering of the file's own white-balanced
-    sensor planes against the learned photo the decoder will synthesise, both oriented."""
-    try:
-        target = render_planes(balanced.clamp(0.0, 1.0).numpy(), f.pad, (f.height, f.width), ccm[0].double().numpy())
-    except (RenderError, ValueError) as e:
-        raise RawbitError(f"{name}: cannot be coded at a detail setting (LibRaw cannot render it: {_one_line(e)})") from e
-    stream = detail.encode(orient(target, f.orientation).astype(np.float64) - _detail_base(photo, f), setting.detail_step)
+    sensor planes (`target`, not oriented) against the photo the decoder will have before it."""
+    stream = detail.encode(orient(target, f.orientation).astype(np.float64) - base, setting.detail_step)
     detail.parse(stream, f.output_size, name)  # its structure as the decoder will check it
     return dataclasses.replace(
-        f, version=5, quality=quality, detail=stream, detail_base=setting.rate, detail_step=setting.detail_step
+        f, quality=quality, detail=stream, detail_base=setting.rate, detail_step=setting.detail_step
     )
 
 
-def _detail_base(photo: Tensor, f: RbitFile) -> np.ndarray:
+def _visible(photo: Tensor, f: RbitFile, name: str = "input") -> Tensor:
+    """(3, H, W) on [0, 1], not oriented: the learned photo of the visible area, through the file's
+    correction filter when it has one."""
+    x = crop_to_photo(photo[0], f.pad, (f.height, f.width)).clamp(0.0, 1.0)
+    if f.correction:
+        x = correction.apply(x, correction.unpack(f.correction, name)).clamp(0.0, 1.0)
+    return x
+
+
+def _detail_base(photo: Tensor, f: RbitFile, name: str = "input") -> np.ndarray:
     """(H, W, 3) float64 on the 8-bit scale, oriented: the learned photo a detail layer adds to,
     before rounding (the rounding happens once, after the residual is added)."""
-    x = crop_to_photo(photo[0], f.pad, (f.height, f.width)).clamp(0, 1).permute(1, 2, 0).double().numpy()
-    return orient(x * 255.0, f.orientation)
+    return orient(_visible(photo, f, name).permute(1, 2, 0).double().numpy() * 255.0, f.orientation)
 
 
 def _colour_tensors(wb, cam_to_srgb) -> tuple[Tensor | None, Tensor | None]:
@@ -226,6 +307,8 @@ def check_decodable(f: RbitFile, model: RBN, name: str = "input", max_pixels: in
             raise BitstreamError(f"{name}: damaged .rbit file ({problem})")
         if not archive.levels(model):
             raise BitstreamError(f"{name}: damaged .rbit file (a detail layer over a model that has none)")
+    if f.correction:  # an RbitFile may come unparsed
+        correction.unpack(f.correction, name)
     expected = model.latent_size(*f.coded_size)
     if tuple(f.latent_size) != expected:
         raise BitstreamError(
@@ -258,11 +341,11 @@ def decode_rbit(
     details = detail.parse(f.detail, f.output_size, name) if f.detail else None
     photo = _learned_photo(f, model, device, name, q)
     if details is not None:
-        image = _detail_base(photo, f) + detail.decode(details, f.detail_step, name)
+        image = _detail_base(photo, f, name) + detail.decode(details, f.detail_step, name)
         scale = 1.0 if bits == 8 else 65535.0 / 255.0
         return np.clip(np.round(image * scale), 0, 255 * scale).astype(np.uint8 if bits == 8 else np.uint16)
     if layer is None:
-        return _photo(crop_to_photo(photo[0], f.pad, (f.height, f.width)), f.orientation, bits)
+        return _photo(_visible(photo, f, name), f.orientation, bits)
     _, ccm = _colour_tensors(f.wb, f.cam_to_srgb)
     balanced = archive.decode(layer, photo, ccm[0], f.archive_shift, name)
     try:

@@ -3,15 +3,16 @@
 For a model that codes RAW photos into photos, with at least detail.BASE rate points (the shipped
 ones), the qualities rise in rate and in PSNR on every real test photo measured (docs/bench.md):
 
-    1 .. BASE                 the learned rate points 1 .. BASE alone
+    1 .. BASE                 the learned rate points 1 .. BASE (with a correction filter)
     BASE + 1 .. + len(STEPS)  rate point BASE + a detail layer (rawbit/detail.py), coarsest first
     then len(SHIFTS) more     an archive layer (rawbit/archive.py): the sensor data within a bound
 
 The learned points above BASE stay in the model (training uses them) but no quality names them:
 over the same bits the detail layer gives more (Nikon D1: rate point 11 33.4 dB at 1.17 bpp; point
 6 + detail step 22, 36.9 dB at 1.15). Other models offer their rate points only, and so does any
-model asked for its learned points alone (`learned_only`: what the network gives without a layer,
-for research and the paper's comparison)."""
+model asked for its learned points alone (`learned_only`: what the network gives without a filter
+or a layer, for research and the paper's comparison). Every setting but an archive one carries a
+correction filter when it pays for its bytes (rawbit/correction.py)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,8 @@ def check_round_trip(path, model) -> tuple[np.ndarray, np.ndarray, bytes]:
     data = api.encode(path, model=model, quality=min(4, len(api.model_qualities(model))), device="cpu")
     f = bitstream.parse(data)
     # The file is exactly header + EXIF + streams + CRC, and rebuilding it gives the same bytes.
-    assert len(data) == bitstream.HEADER_SIZE + len(f.exif) + len(f.z) + len(f.y_anchor) + len(f.y_rest) + 4
+    streams = len(f.z) + len(f.y_anchor) + len(f.y_rest) + len(f.correction)
+    assert len(data) == bitstream.HEADER_SIZES[f.version] + len(f.exif) + streams + 4
     assert bitstream.build(f) == data
     ref = api.reference(path)
     first = _decode_with_threads(data, model, 2)
@@ -160,11 +161,11 @@ def _refused(data: bytes, model, match: str, **kw) -> str:
     return msg
 
 
-def test_encoded_files_are_format_3_with_the_photos_colour(tiny_file, tiny_weights):
+def test_encoded_files_are_format_6_with_the_photos_colour(tiny_file, tiny_weights):
     from rawbit.raw import read_raw
 
     f = bitstream.parse(tiny_file)
-    assert f.version == 3 and len(f.wb) == 4 and len(f.cam_to_srgb) == 9
+    assert f.version == 6 and len(f.wb) == 4 and len(f.cam_to_srgb) == 9 and not f.detail
     assert f.wb[1] == 1.0  # gains as LibRaw gives them, smallest 1
     assert api.info(tiny_file)["white_balance"] == pytest.approx(list(f.wb), abs=1e-5)
     meta = read_raw(SAMPLE_DNG).meta

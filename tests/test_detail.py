@@ -72,12 +72,12 @@ def test_the_residual_codes_and_decodes_with_many_chunks_and_an_odd_size(monkeyp
     assert np.sqrt(np.mean((rebuilt - residual) ** 2)) <= 0.67 * 11
 
 
-def test_detail_files_are_format_5_and_say_what_they_hold(detailed):
+def test_detail_files_are_format_6_and_say_what_they_hold(detailed):
     (base, plain), *layered = detailed.items()
-    assert bitstream.parse(plain).version == 3 and "detail" not in api.info(plain)
+    assert bitstream.parse(plain).version == 6 and "detail" not in api.info(plain)
     for q, data in layered:
         f, d = bitstream.parse(data), api.info(data)
-        assert f.version == 5 and f.quality == q and f.detail_base == base
+        assert f.version == 6 and f.quality == q and f.detail_base == base
         assert d["detail"] == {"base_quality": base, "step": f.detail_step}
         assert d["streams"]["detail"] == len(f.detail) and d["bytes"] == len(data)
 

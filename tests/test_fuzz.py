@@ -42,8 +42,8 @@ HANG_SECONDS = float(os.environ.get("FUZZ_HANG_SECONDS", "300"))  # killed, and 
 # --- mutations: pure functions of (bytes, parameters), shared by the suite and the long mode -------
 
 # (name, offset, size, struct format) of every header field (docs/FORMAT.md); colour fields from v2;
-# in v3 the crop bytes hold pad_top/pad_left; the archive fields are v4's (in older files, bytes of
-# the EXIF or streams).
+# in v3 the crop bytes hold pad_top/pad_left; the archive fields are v4's, at the offsets of v5's and
+# v6's detail fields; correction_length is v6's (in older files, bytes of the EXIF or streams).
 FIELDS = [
     ("version", 4, 1, "B"), ("quality", 21, 1, "B"), ("context", 22, 1, "B"),
     ("height", 23, 4, ">I"), ("width", 27, 4, ">I"), ("crop_top", 31, 1, "B"),
@@ -52,11 +52,12 @@ FIELDS = [
     ("y_length", 46, 4, ">I"), ("exif_length", 50, 2, ">H"), ("model_id", 5, 16, "16s"),
 ] + [(f"wb{i}", 52 + 4 * i, 4, ">f") for i in range(4)] + [
     (f"ccm{i}", 68 + 4 * i, 4, ">f") for i in range(9)
-] + [("archive_base", 104, 1, "B"), ("archive_shift", 105, 1, "B"), ("archive_length", 106, 4, ">I")]  # fmt: skip
+] + [("archive_base", 104, 1, "B"), ("archive_shift", 105, 1, "B"), ("archive_length", 106, 4, ">I"),
+       ("correction_length", 110, 2, ">H")]  # fmt: skip
 FIELD_NAMES = [f[0] for f in FIELDS]
 INT_KINDS = ["0", "1", "2", "max", "max-1", "half", "random"]
 FLOATS = [0.0, -0.0, 1.0, -1.0, 1e-30, 1e-45, 63.99, 64.0, 64.01, 1e30, 3.4e38, math.nan, math.inf, -math.inf]
-STREAMS = ["z", "y_anchor", "y_rest", "archive", "detail"]  # a file without such a layer keeps none
+STREAMS = ["z", "y_anchor", "y_rest", "archive", "detail", "correction"]  # a file without such a layer keeps none
 STREAM_HOWS = ["flip", "zero", "ones", "random", "cut", "insert", "delete", "empty", "double", "word"]
 
 
@@ -102,6 +103,13 @@ def _rebuild(f, **streams) -> bytes:
         if f.version == version and streams.get(layer) == b"":  # build() writes no such file; a fuzzer does
             data = bitstream.build(dataclasses.replace(f, **{**streams, layer: b"\0"}))
             return fix_crc(data[:106] + bytes(4) + data[110:-5] + bytes(4))
+    correction = streams.get("correction", f.correction)
+    if f.version == 6 and len(correction) not in (0, bitstream.CORRECTION_SIZE):  # build() refuses; a fuzzer does not
+        g = dataclasses.replace(f, **{**streams, "correction": b""})
+        data = bitstream.build(g)
+        at = 112 + len(g.exif) + len(g.z) + len(g.y_anchor) + len(g.y_rest)
+        length = min(len(correction), 65535).to_bytes(2, "big")
+        return fix_crc(data[:110] + length + data[112:at] + correction + data[at:-4] + bytes(4))
     return bitstream.build(dataclasses.replace(f, **streams))
 
 
@@ -118,7 +126,7 @@ def resplit(data: bytes, c1: int, c2: int) -> bytes:
 def mutate_stream(data: bytes, which: str, how: str, pos: int = 0, seed: int = 0) -> bytes:
     """Damage one stream's content (lengths in the header follow, CRC valid)."""
     f = _split(data)
-    if f is None or (which in ("archive", "detail") and not getattr(f, which)):
+    if f is None or (which in ("archive", "detail", "correction") and not getattr(f, which)):
         return data
     s = bytearray(getattr(f, which))
     rng = random.Random(seed)
@@ -345,7 +353,7 @@ def make_bases(folder: Path, tiny: Path, with_default: bool = True) -> Bases:
     sys.path.insert(0, str(HERE))
     from conftest import write_linear_dng, write_test_dng
 
-    from rawbit import api
+    from rawbit import api, bitstream, correction
     from rawbit.nets.registry import DEFAULT_MODEL, list_models
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -353,12 +361,19 @@ def make_bases(folder: Path, tiny: Path, with_default: bool = True) -> Bases:
     dng_odd = write_test_dng(folder / "base-grbg.dng", height=66, width=98, cfa="GRBG", orientation=6, seed=2)
     tiny_id = api.model_id(tiny)
     rbit: dict[str, tuple[bytes, str | None]] = {}
-    t1 = api.encode(dng, model=tiny, quality=1, device="cpu")
+    t1 = api.encode(dng, model=tiny, quality=1, device="cpu", learned_only=True)
     rbit["tiny-v3"] = (t1, str(tiny))
-    rbit["tiny-v3-q7-oriented"] = (api.encode(dng_odd, model=tiny, quality=7, device="cpu"), str(tiny))
+    rbit["tiny-v3-q7-oriented"] = (api.encode(dng_odd, model=tiny, quality=7, device="cpu", learned_only=True), str(tiny))
     archive_quality = api.model_qualities(tiny)[-1]
     rbit["tiny-v4-archive"] = (api.encode(dng_odd, model=tiny, quality=archive_quality, device="cpu"), str(tiny))
-    rbit["tiny-v5-detail"] = (api.encode(dng_odd, model=tiny, quality=7, device="cpu"), str(tiny))
+    v6_detail = api.encode(dng_odd, model=tiny, quality=7, device="cpu")
+    rbit["tiny-v6-detail"] = (v6_detail, str(tiny))  # with a correction filter, and a detail layer
+    v6 = bitstream.parse(api.encode(dng, model=tiny, quality=1, device="cpu"))
+    if not v6.correction:  # a photo this small may not pay for one: give it a filter to damage
+        v6 = dataclasses.replace(v6, correction=correction.pack(correction.identity()))
+    rbit["tiny-v6"] = (bitstream.build(v6), str(tiny))
+    v5 = dataclasses.replace(bitstream.parse(v6_detail), version=5, correction=b"")  # as rawbit wrote it before
+    rbit["tiny-v5-detail"] = (bitstream.build(v5), str(tiny))
     rbit["tiny-v2"] = (recode_legacy(t1, tiny, 2), str(tiny))
     rbit["tiny-v1"] = (recode_legacy(t1, tiny, 1), str(tiny))
     if with_default and DEFAULT_MODEL in list_models():
@@ -653,10 +668,11 @@ if __name__ != "__main__":
     )  # fmt: skip
 
     def test_every_rbit_header_field_at_its_extremes(bases, worker):
-        """Each header field at 0, 1 and its maximum (CRC valid) on tiny-model files (format 3, and
-        format 4 with its archive layer): refused or decoded."""
+        """Each header field at 0, 1 and its maximum (CRC valid) on tiny-model files (format 3;
+        4 with its archive layer; 5 with a detail layer; 6 with a correction filter, and with a
+        detail layer too): refused or decoded."""
         budget = Budget(BUDGET)
-        for base in ("tiny-v3", "tiny-v4-archive", "tiny-v5-detail"):
+        for base in ("tiny-v3", "tiny-v4-archive", "tiny-v5-detail", "tiny-v6", "tiny-v6-detail"):
             data, model = bases.rbit[base]
             for name in FIELD_NAMES:
                 for kind in ("0", "1", "max"):
@@ -667,7 +683,7 @@ if __name__ != "__main__":
                         budget.cases += 1
                         _, r = run_rbit_case(worker, bases.folder, bad, model, command)
                         _check(r, bad, command, base, [("field", name, kind)])
-        print(f"fuzz: {budget.cases} header-field cases of {3 * len(FIELD_NAMES) * 6}")
+        print(f"fuzz: {budget.cases} header-field cases of {3 * len(FIELD_NAMES) * 10}")
 
     def test_empty_and_resplit_streams_never_crash(bases, worker):
         """The SIGSEGV cases of issue 11: empty or re-split streams behind a valid header."""

@@ -156,11 +156,12 @@ class RawbitCodec(Codec):
     def cache_id(self) -> str:
         """The model's content hash and the layers' coding: new weights, a new layer or a new
         quality ladder never reuse old points."""
-        from .. import api, archive, detail
+        from .. import api, archive, correction, detail
 
         if self.learned_only:
             return f"{api.model_id(self.model)}+learned"
-        return f"{api.model_id(self.model)}+archive{archive.CODING}+detail{detail.CODING}"
+        layers = f"archive{archive.CODING}+detail{detail.CODING}+correction{correction.CODING}"
+        return f"{api.model_id(self.model)}+{layers}"
 
     def prepare(self) -> None:
         """rawbit.api caches loaded models per process: load it now, outside the timed calls."""
