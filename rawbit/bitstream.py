@@ -319,7 +319,7 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         problem = colour_problem(wb, cam_to_srgb)
         if problem:
             raise _damaged(name, problem)
-    archive = {}
+    layers = {}  # the header fields of the layers this version carries
     if version == 4:
         problem = archive_problem(h.height, h.width, h.quality, h.archive_base, h.archive_shift, cam_to_srgb)
         if problem:
@@ -327,7 +327,7 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         # the residual of every photosite at <= 4 bytes (rANS), plus its tile scales
         if not 8 <= h.archive_length <= 4 * pixels + pixels // 64 + _STREAM_SLACK:
             raise _damaged(name, f"{h.archive_length} bytes of archive layer for {pixels} pixels")
-        archive = dict(archive_base=h.archive_base, archive_shift=h.archive_shift, archive_length=h.archive_length)
+        layers = dict(archive_base=h.archive_base, archive_shift=h.archive_shift, archive_length=h.archive_length)
     if version == 6 and h.correction_length not in (0, CORRECTION_SIZE):
         raise _damaged(name, f"a correction filter of {h.correction_length} bytes, not {CORRECTION_SIZE}")
     if version == 6 and h.detail_length == 0:
@@ -340,9 +340,9 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         # every coefficient at <= 4 bytes (rANS, escapes included), plus its tile scales
         if not 8 <= h.detail_length <= 12 * pixels + pixels // 64 + _STREAM_SLACK:
             raise _damaged(name, f"{h.detail_length} bytes of detail layer for {pixels} pixels")
-        archive = dict(detail_base=h.detail_base, detail_step=h.detail_step, detail_length=h.detail_length)
+        layers = dict(detail_base=h.detail_base, detail_step=h.detail_step, detail_length=h.detail_length)
     if version == 6:
-        archive["correction_length"] = h.correction_length
+        layers["correction_length"] = h.correction_length
     check_pixel_limit(h.height, h.width, max_pixels, name)
     return RbitHeader(
         version=version,
@@ -361,7 +361,7 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         exif_length=h.exif_length,
         wb=wb,
         cam_to_srgb=cam_to_srgb,
-        **archive,
+        **layers,
     )
 
 

@@ -200,20 +200,24 @@ def encode_raw(
     if bitstream.render_problem(f.height, f.width, ccm_values, "a correction"):
         return f  # the filter is fitted to LibRaw's rendering: without one, the photo goes as it is
     try:
-        return _with_correction(f, _correction_pairs(f, model, y_hat, balanced, ccm, device, name))
+        return _with_correction(f, _correction_pairs(f, model, y_hat, balanced, wb, ccm, device, name))
     except (RenderError, ValueError):
         return f
 
 
-def _rendering(balanced: Tensor, pad: tuple[int, int], size: tuple[int, int], ccm: Tensor) -> np.ndarray:
-    """(h, w, 3) uint8, not oriented: LibRaw's reference rendering of white-balanced, clipped planes
-    (a crop of them, from an even row and column of the padded mosaic, with `pad` (0, 0))."""
-    return render_planes(balanced.numpy(), pad, size, ccm[0].double().numpy())
+def _rendering(
+    balanced: Tensor, pad: tuple[int, int], size: tuple[int, int], ccm: Tensor, bits: int = 8
+) -> np.ndarray:  # fmt: skip
+    """(h, w, 3) uint8 (uint16 for bits=16), not oriented: LibRaw's reference rendering of
+    white-balanced, clipped planes (a crop of them, from an even row and column of the padded
+    mosaic, with `pad` (0, 0)). The encoder's targets and the archive decoder's photo."""
+    return render_planes(balanced.numpy(), pad, size, ccm[0].double().numpy(), bits)
 
 
 def _correction_pairs(
-    f: RbitFile, model: RBN, y_hat: Tensor, balanced: Tensor, ccm: Tensor, device: torch.device, name: str
-) -> list[tuple[Tensor, np.ndarray, int]]:
+    f: RbitFile, model: RBN, y_hat: Tensor, balanced: Tensor, wb: Tensor, ccm: Tensor, device: torch.device,
+    name: str,
+) -> list[tuple[Tensor, np.ndarray, int]]:  # fmt: skip
     """(learned photo, LibRaw's rendering, border) to fit the correction filter on, at a rate point:
     patches spread over a large photo, each synthesised with the decoder's own halo of context
     (rawbit/correction.py), or the whole photo when it is small."""
@@ -225,7 +229,6 @@ def _correction_pairs(
         return correction.patches(_visible(photo, f), _rendering(balanced, f.pad, (f.height, f.width), ccm))
     side, margin = correction.PATCH, correction.MARGIN
     photos: dict[tuple[int, int, int, int], Tensor] = {}
-    wb, _ = _colour_tensors(f.wb, f.cam_to_srgb)
     with _transforms_on(model, device):
         latent = [(i // stride, j // stride, side // stride, side // stride) for i, j in boxes]
         synthesize_boxes(model, y_hat, device, latent, HALO_PX, photos.__setitem__, wb=wb, cam_to_srgb=ccm)
@@ -349,7 +352,7 @@ def decode_rbit(
     _, ccm = _colour_tensors(f.wb, f.cam_to_srgb)
     balanced = archive.decode(layer, photo, ccm[0], f.archive_shift, name)
     try:
-        image = render_planes(balanced.numpy(), f.pad, (f.height, f.width), ccm[0].double().numpy(), bits)
+        image = _rendering(balanced, f.pad, (f.height, f.width), ccm, bits)
     except (RenderError, ValueError) as e:  # the header's checks should leave none
         raise BitstreamError(f"{name}: damaged .rbit file (LibRaw cannot render its sensor data: {_one_line(e)})") from e
     return orient(image, f.orientation)
