@@ -202,7 +202,8 @@ def main() -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(), help="Output file (one input) or folder.")
 @click.option("-q", "--quality", default=DEFAULT_QUALITY, show_default=True, type=click.IntRange(1, 255),
-              help="1 smallest file. For the shipped models: 1-6 the learned photo; 7-12 add "
+              help="1 smallest file. For the shipped models: 1-6 the learned photo (4-5: or a "
+                   "coarse detail layer over a lower point, when that codes the photo better); 7-12 add "
                    "a detail layer (fidelity for bits); 13-14 archive settings, the sensor data within "
                    "a bound, rendered by LibRaw (42-51 dB at 2.0-4.8 bpp on real photos).")  # fmt: skip
 @click.option("--model", default="default", show_default=True, help="Model name or .safetensors path.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from typing import Callable, Iterator
 
 import numpy as np
@@ -14,6 +15,7 @@ from . import archive, bitstream, correction, detail, isp, ladder
 from .bitstream import DEFAULT_MAX_PIXELS, RbitFile
 from .device import one_thread_per_op
 from .errors import BitstreamError, ModelError, RawbitError
+from .metrics import rd_score
 from .nets import RBN
 from .nets.probability import float32_path_in_bands
 from .nets.rbn import LatentStreams
@@ -132,7 +134,6 @@ def encode_raw(
         raise ModelError("this model renders RAW photos without compressing them (an ISP-Net); "
                          "code with a codec such as the default or a cascade")
     setting = check_quality(model, quality, learned_only)
-    q = setting.rate - 1
     if model.config.input == "srgb":
         raise RawbitError("this model encodes sRGB images, not RAW photos")
     # The header stores the colour metadata as float32, exactly what the networks receive.
@@ -155,27 +156,9 @@ def encode_raw(
         y = model.analyze(channels_last(x, device), wb.to(device), ccm.to(device)).cpu().contiguous()
     if not torch.isfinite(y).all():
         raise RawbitError(f"{name}: cannot be coded (the encoder's latent is not finite)")
-    try:
-        with guarded_rans(model):
-            streams, latent_size, y_hat = model.compress_latent(y, q, exact=True, y_hat=True)
-    except StreamError as e:
-        raise RawbitError(f"{name}: cannot be coded ({e})") from e
-    h, w = raw.size
-    f = RbitFile(
-        model_id=model_id,
-        quality=q + 1,
-        height=h,
-        width=w,
-        pad=raw.pad,
-        orientation=raw.meta.orientation,
-        latent_size=latent_size,
-        y_anchor=streams.y_anchor,
-        y_rest=streams.y_rest,
-        z=streams.z,
-        exif=exif,
-        wb=wb_values,
-        cam_to_srgb=ccm_values,
-    )
+    header = dict(model_id=model_id, height=raw.size[0], width=raw.size[1], pad=raw.pad,
+                  orientation=raw.meta.orientation, exif=exif, wb=wb_values, cam_to_srgb=ccm_values)  # fmt: skip
+    f, y_hat = _learned_layer(model, y, setting.rate, header, name)
     if learned_only:
         return f
     # A layer is taken against exactly the photo the decoder will synthesise from these bits (the
@@ -188,21 +171,80 @@ def encode_raw(
         return dataclasses.replace(
             f, version=4, quality=quality, archive=stream, archive_base=setting.rate, archive_shift=setting.archive_shift
         )
-    f = dataclasses.replace(f, version=6)
-    if setting.detail_step:
+    f, step = dataclasses.replace(f, version=6), setting.detail_step
+    if setting.alternatives and not bitstream.render_problem(f.height, f.width, ccm_values, "a trial"):
+        try:  # the trial renders the photo as LibRaw does: without that, the setting's own way
+            f, y_hat, step = _best_way(setting, (f, y_hat), y, header, model, balanced, wb, ccm, device, name)
+        except (RenderError, ValueError) as e:
+            if step:
+                raise RawbitError(f"{name}: cannot be coded at a detail setting (LibRaw cannot render it: {_one_line(e)})") from e
+    if step:
         photo = _synthesized_photo(f, model, y_hat, device, name)
         try:
             target = _rendering(balanced, f.pad, (f.height, f.width), ccm)
         except (RenderError, ValueError) as e:
             raise RawbitError(f"{name}: cannot be coded at a detail setting (LibRaw cannot render it: {_one_line(e)})") from e
         f = _with_correction(f, correction.patches(_visible(photo, f), target))
-        return _with_detail(f, _detail_base(photo, f), target, quality, setting, name)
+        return _with_detail(f, _detail_base(photo, f), target, quality, step, name)
     if bitstream.render_problem(f.height, f.width, ccm_values, "a correction"):
         return f  # the filter is fitted to LibRaw's rendering: without one, the photo goes as it is
     try:
         return _with_correction(f, _correction_pairs(f, model, y_hat, balanced, wb, ccm, device, name))
     except (RenderError, ValueError):
         return f
+
+
+def _learned_layer(model: RBN, y: Tensor, rate: int, header: dict, name: str) -> tuple[RbitFile, Tensor]:
+    """The file of the learned layer alone at a rate point (1-based), and the dequantised latent
+    the decoder will rebuild from it (the same integer arithmetic, tests/test_codec.py)."""
+    try:
+        with guarded_rans(model):
+            streams, latent_size, y_hat = model.compress_latent(y, rate - 1, exact=True, y_hat=True)
+    except StreamError as e:
+        raise RawbitError(f"{name}: cannot be coded ({e})") from e
+    f = RbitFile(quality=rate, latent_size=latent_size, y_anchor=streams.y_anchor, y_rest=streams.y_rest,
+                 z=streams.z, **header)  # fmt: skip
+    return f, y_hat
+
+
+def _best_way(
+    setting: ladder.Setting, first: tuple[RbitFile, Tensor], y: Tensor, header: dict, model: RBN, balanced: Tensor,
+    wb: Tensor, ccm: Tensor, device: torch.device, name: str,
+) -> tuple[RbitFile, Tensor, int]:  # fmt: skip
+    """Of a setting's ways to code the photo (ladder.Setting.ways), the one that scores best:
+    (the learned layer's file, its latent, the detail step or 0)."""
+    best: tuple[float, RbitFile, Tensor, int] | None = None
+    for rate, step in setting.ways():
+        f, y_hat = first if rate == setting.rate else _learned_layer(model, y, rate, dict(header, version=6), name)
+        score = _trial_score(f, y_hat, step, model, balanced, wb, ccm, device, name)
+        if best is None or score > best[0]:
+            best = (score, f, y_hat, step)
+    assert best is not None
+    return best[1], best[2], best[3]
+
+
+def _trial_score(
+    f: RbitFile, y_hat: Tensor, step: int, model: RBN, balanced: Tensor, wb: Tensor, ccm: Tensor,
+    device: torch.device, name: str,
+) -> float:  # fmt: skip
+    """How well the learned layer of `f`, with a detail layer of `step` when > 0, codes the photo
+    (metrics.rd_score), tried where the correction filter is fitted (patches spread over a large
+    photo, else the whole): the filter fitted and applied, a layer coded and rebuilt, its bytes
+    scaled from the patches' area to the photo's."""
+    pairs = _correction_pairs(f, model, y_hat, balanced, wb, ccm, device, name)
+    f = _with_correction(f, pairs)
+    weights = correction.unpack(f.correction, name) if f.correction else None
+    layer_bytes, area, error = 0, 0, 0.0
+    for photo, target, _ in pairs:
+        if weights is not None:
+            photo = correction.apply(photo, weights).clamp(0.0, 1.0)
+        base = photo.permute(1, 2, 0).double().numpy() * 255.0
+        reference = target.astype(np.float64)
+        nbytes, rebuilt = detail.trial(reference - base, step) if step else (0, 0.0)
+        error += float(((np.clip(np.round(base + rebuilt), 0, 255) - reference) ** 2).sum())
+        layer_bytes, area = layer_bytes + nbytes, area + reference.shape[0] * reference.shape[1]
+    bits = 8 * (len(bitstream.build(f)) + layer_bytes * f.height * f.width / area)
+    return rd_score(10.0 * math.log10(255.0**2 * 3 * area / max(error, 1e-9)), bits)
 
 
 def _rendering(
@@ -252,16 +294,12 @@ def _with_correction(f: RbitFile, pairs: list[tuple[Tensor, np.ndarray, int]]) -
     return dataclasses.replace(f, correction=correction.pack(weights))
 
 
-def _with_detail(
-    f: RbitFile, base: np.ndarray, target: np.ndarray, quality: int, setting: ladder.Setting, name: str
-) -> RbitFile:
+def _with_detail(f: RbitFile, base: np.ndarray, target: np.ndarray, quality: int, step: int, name: str) -> RbitFile:
     """`f` with a detail layer: the residual of LibRaw's rendering of the file's own white-balanced
     sensor planes (`target`, not oriented) against the photo the decoder will have before it."""
-    stream = detail.encode(orient(target, f.orientation).astype(np.float64) - base, setting.detail_step)
+    stream = detail.encode(orient(target, f.orientation).astype(np.float64) - base, step)
     detail.parse(stream, f.output_size, name)  # its structure as the decoder will check it
-    return dataclasses.replace(
-        f, quality=quality, detail=stream, detail_base=setting.rate, detail_step=setting.detail_step
-    )
+    return dataclasses.replace(f, quality=quality, detail=stream, detail_base=f.quality, detail_step=step)
 
 
 def _visible(photo: Tensor, f: RbitFile, name: str = "input") -> Tensor:

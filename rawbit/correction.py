@@ -36,6 +36,7 @@ from torch import Tensor
 
 from .bitstream import CORRECTION_SIZE
 from .errors import BitstreamError
+from .metrics import DB_PER_DOUBLING
 
 # Bumped whenever what the filter does or when it is sent changes (benchmark caches key on it).
 CODING = 2
@@ -46,9 +47,6 @@ assert 3 * FEATURES * 2 == CORRECTION_SIZE
 PATCH = 256  # sRGB pixels a side of a fitting patch
 GRID = 4  # patches a side on a large photo
 MARGIN = 16  # pixels LibRaw renders around a patch and the fit drops (its AHD looks that far)
-# A filter is sent only when its gain pays for its bytes: at the learned rate points the bitrate
-# doubles for ~1.5-2.5 dB, so each doubling of the file is charged this many dB.
-DB_PER_DOUBLING = 3.0
 
 
 def identity() -> Tensor:
@@ -119,7 +117,8 @@ def fit(pairs: list[tuple[Tensor, np.ndarray, int]], rows: int = 128) -> tuple[T
 
 
 def worth(gain_db: float, file_bytes: int) -> bool:
-    """Whether a filter that gains `gain_db` pays for its bytes on a file of `file_bytes` without it."""
+    """Whether a filter that gains `gain_db` pays for its bytes on a file of `file_bytes` without it
+    (each doubling of the file charged metrics.DB_PER_DOUBLING)."""
     return gain_db > DB_PER_DOUBLING * math.log2(1.0 + CORRECTION_SIZE / max(file_bytes, 1))
 
 

@@ -18,10 +18,16 @@ Why this shape (measured on the real test cameras, cameras no model trained on; 
   photo's, and the Kodak DC50's colour matrix magnifies a plane's error threefold.
 - A transform, not each value on its own: at these steps per-value coding (the archive layer at
   1/32 on the curve) stayed below JPEG on the DC50 (33.8-34.9 dB at 1.7-2.0 bpp, JPEG 36.3 at 1.7).
-- Over rate point 6: a higher base pays bits the residual would have paid anyway (the learned
-  photo's error is mostly the fine detail the transform codes cheaply); a lower one loses the low
-  rates on clean frames (Blackmagic: step 48 over point 7 gave 38.8 dB at 0.12 bpp, over point 3
-  38.0 at 0.15).
+- Over rate point 6 or 4, whichever the photo codes best on (the encoder tries both on the
+  correction filter's patches, codec._best_way): which base pays depends on how well the model
+  knows the camera. At step 64, over point 6 / over point 4: Kodak DC50 32.87 dB at 0.435 bpp /
+  32.46 at 0.339; Nikon D1 32.40 at 0.417 / 32.06 at 0.364; Blackmagic 38.68 at 0.085 / 38.32
+  at 0.082. A higher base pays bits the residual would have paid anyway; a lower one loses on
+  clean frames the model renders well (the Blackmagic).
+- Below the default point, at qualities 4 and 5 (BELOW), a coarse layer over a lower point beats
+  the point itself on cameras the model renders poorly: the DC50 29.75 dB at 0.167 bpp (step 128
+  over point 3) where point 4 and 5 give 28.84 at 0.155 and 30.12 at 0.228; the encoder keeps
+  the learned point where it does better (the Blackmagic).
 - Dead zone 0.38 and reconstruction 0.05 step towards zero: +0.3-0.4 dB at equal rate over plain
   rounding (Laplacian coefficients are denser near zero).
 - 16x16 blocks and 64-pixel tiles: -6 % (Nikon D1), -8 % (DC50), -17 % (Blackmagic) BD-rate
@@ -47,9 +53,14 @@ from .errors import BitstreamError
 
 # Settings above the base rate point, coarsest first: the quantiser step on the 8-bit scale.
 STEPS = (64, 45, 32, 22, 16, 11)
-BASE = 6  # the learned layer under it: the shipped models' default rate point
+BASE = 6  # the shipped models' default rate point: the learned points end there, the layers begin
+# Other learned points a detail layer above BASE may go over; the encoder tries each on the photo.
+OTHER_BASES = (4,)
+# Qualities below BASE that may be a coarse layer over a lower learned point instead of their own:
+# quality -> (step, the lower points); the encoder tries each, and the learned point alone.
+BELOW = {4: (180, (3, 2)), 5: (128, (4, 3))}
 # Bumped whenever what the layer codes or which quality is which changes (benchmark caches key on it).
-CODING = 2
+CODING = 3
 BLOCK = 16
 TILE = 4  # blocks a side per tile of scales (64 pixels)
 LIMIT = 127  # coefficient values of the tables; larger ones go through compressai's escape
@@ -90,6 +101,13 @@ def encode(residual: np.ndarray, step: int) -> bytes:
     symbols, indexes = q[coded].astype(np.int64), indexes[coded].astype(np.int32)
     chunks = laplace.encode(symbols, lambda part: indexes[part], LIMIT, "detail layer")
     return laplace.pack_scales(scales) + chunks
+
+
+def trial(residual: np.ndarray, step: int) -> tuple[int, np.ndarray]:
+    """(bytes, the residual as the decoder rebuilds it) of coding an (H, W, 3) residual at `step`:
+    what the encoder weighs when it chooses the learned layer under a detail layer."""
+    stream = encode(residual, step)
+    return len(stream), decode(parse(stream, residual.shape[:2]), step)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,8 +3,11 @@
 For a model that codes RAW photos into photos, with at least detail.BASE rate points (the shipped
 ones), the qualities rise in rate and in PSNR on every real test photo measured (docs/bench.md):
 
-    1 .. BASE                 the learned rate points 1 .. BASE (with a correction filter)
-    BASE + 1 .. + len(STEPS)  rate point BASE + a detail layer (rawbit/detail.py), coarsest first
+    1 .. BASE                 the learned rate points 1 .. BASE (with a correction filter); at
+                              the qualities in detail.BELOW, or a coarse detail layer over a lower
+                              point, whichever codes the photo best
+    BASE + 1 .. + len(STEPS)  a detail layer (rawbit/detail.py), coarsest first, over rate point
+                              BASE or one of detail.OTHER_BASES, whichever codes the photo best
     then len(SHIFTS) more     an archive layer (rawbit/archive.py): the sensor data within a bound
 
 The learned points above BASE stay in the model (training uses them) but no quality names them:
@@ -27,6 +30,12 @@ from . import archive, detail
 class Setting:
     rate: int  # the learned layer's rate point, 1-based
     detail_step: int = 0  # > 0: a detail layer of this step (8-bit units)
+    # Other ways to code this quality, (rate point, detail step or 0), that the encoder weighs
+    # against this one on each photo, keeping whichever trades PSNR for bits best (rd_score).
+    alternatives: tuple[tuple[int, int], ...] = ()
+
+    def ways(self) -> list[tuple[int, int]]:
+        return [(self.rate, self.detail_step), *self.alternatives]
     archive_shift: int = 0  # > 0: an archive layer of step 2**-shift
 
 
@@ -39,17 +48,25 @@ def settings(model: torch.nn.Module, learned_only: bool = False) -> list[Setting
         learned = [Setting(r) for r in range(1, n + 1)]
         details: list[Setting] = []
     else:
-        learned = [Setting(r) for r in range(1, detail.BASE + 1)]
-        details = [Setting(detail.BASE, detail_step=s) for s in detail.STEPS]
+        learned = [
+            Setting(r, alternatives=tuple((b, detail.BELOW[r][0]) for b in detail.BELOW[r][1])) if r in detail.BELOW
+            else Setting(r) for r in range(1, detail.BASE + 1)
+        ]  # fmt: skip
+        details = [
+            Setting(detail.BASE, detail_step=s, alternatives=tuple((b, s) for b in detail.OTHER_BASES)) for s in detail.STEPS
+        ]
     base = max(1, n - archive.BASE_BELOW_TOP)
     return learned + details + [Setting(base, archive_shift=s) for s in archive.SHIFTS]
 
 
 def describe(model: torch.nn.Module, learned_only: bool = False) -> str:
-    """The model's qualities in words, for an error message."""
-    kinds: dict[str, list[int]] = {}
+    """The model's qualities in words, for an error message: each run of one kind of setting."""
+    runs: list[tuple[str, int, int]] = []
     for q, s in enumerate(settings(model, learned_only), 1):
         kind = "detail settings" if s.detail_step else "archive settings" if s.archive_shift else "rate points"
-        kinds.setdefault(kind, []).append(q)
-    parts = [f"{k} {v[0]} to {v[-1]}" if len(v) > 1 else f"{k[:-1]} {v[0]}" for k, v in kinds.items()]
+        if runs and runs[-1][0] == kind:
+            runs[-1] = (kind, runs[-1][1], q)
+        else:
+            runs.append((kind, q, q))
+    parts = [f"{k} {a} to {b}" if b > a else f"{k[:-1]} {a}" for k, a, b in runs]
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]

@@ -18,6 +18,10 @@ _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _WIN = 11  # Gaussian window of MS-SSIM
 _SIGMA = 1.5
 _K1, _K2 = 0.01, 0.03
+# The exchange rate of the encoder's choices (whether a correction filter pays for its bytes, which
+# learned layer a detail layer goes over): each doubling of a file must buy this many dB. Along
+# the shipped models' ladder the bitrate doubles for ~1.5-3 dB (docs/bench.md).
+DB_PER_DOUBLING = 3.0
 
 
 def bpp(nbytes: int, height: int, width: int) -> float:
@@ -25,6 +29,11 @@ def bpp(nbytes: int, height: int, width: int) -> float:
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     return nbytes * 8 / (height * width)
+
+
+def rd_score(psnr_db: float, bits: float) -> float:
+    """Higher is better: PSNR less DB_PER_DOUBLING for each doubling of the bits."""
+    return psnr_db - DB_PER_DOUBLING * math.log2(bits)
 
 
 def likelihood_bits(likelihoods: dict[str, Tensor]) -> Tensor:

@@ -14,21 +14,29 @@ import pytest
 
 from rawbit import api, bitstream, detail, ladder, laplace
 from rawbit.errors import BitstreamError
-from rawbit.metrics import psnr
+from rawbit.metrics import psnr, rd_score
 from rawbit.nets.registry import load_model
 
 from conftest import SAMPLE_DNG, write_test_dng
 
 
 def detail_qualities(weights) -> list[int]:
-    return [q for q, s in enumerate(ladder.settings(load_model(weights).model), 1) if s.detail_step]
+    """The detail settings above the learned points."""
+    offered = ladder.settings(load_model(weights).model)
+    return [q for q, s in enumerate(offered, 1) if s.detail_step and q > detail.BASE]
 
 
 @pytest.fixture(scope="module")
 def detailed(tiny_weights) -> dict[int, bytes]:
-    """The sample at the detail layer's base rate point and at every detail setting."""
+    """The sample at the detail layer's base rate point and at every detail setting above it."""
     qualities = detail_qualities(tiny_weights)
     return {q: api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu") for q in [qualities[0] - 1] + qualities}
+
+
+@pytest.fixture(scope="module")
+def below(tiny_weights) -> dict[int, bytes]:
+    """The sample at the qualities below the default that are a coarse layer over a lower point."""
+    return {q: api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu") for q in detail.BELOW}
 
 
 def test_the_ladder_is_learned_points_then_detail_then_archive_settings(tiny_weights):
@@ -37,7 +45,11 @@ def test_the_ladder_is_learned_points_then_detail_then_archive_settings(tiny_wei
     kinds = ["archive" if s.archive_shift else "detail" if s.detail_step else "learned" for s in offered]
     assert kinds == ["learned"] * detail.BASE + ["detail"] * len(detail.STEPS) + ["archive"] * (len(offered) - 12)
     assert [s.rate for s in offered[: detail.BASE]] == list(range(1, detail.BASE + 1))
-    assert all(s.rate == detail.BASE for s in offered if s.detail_step)
+    for q, s in enumerate(offered[: detail.BASE], 1):  # a lower point under a coarse layer, or none
+        step, bases = detail.BELOW.get(q, (0, ()))
+        assert s.alternatives == tuple((b, step) for b in bases) and all(b < q for b in bases)
+    for s in offered[detail.BASE : detail.BASE + len(detail.STEPS)]:
+        assert s.rate == detail.BASE and s.alternatives == tuple((b, s.detail_step) for b in detail.OTHER_BASES)
     assert [s.detail_step for s in offered if s.detail_step] == sorted(detail.STEPS, reverse=True)
 
 
@@ -60,6 +72,31 @@ def test_the_photos_error_is_bounded_by_the_step(detailed, tiny_weights):
         assert rms <= np.hypot(0.67 * step, 0.5), (q, step, rms)
 
 
+def test_each_setting_with_alternatives_codes_the_photo_the_way_that_scores_best(detailed, below, tiny_weights, monkeypatch):
+    # The encoder tries each of a setting's ways on the photo (the whole of a small one) and keeps
+    # the best trade of PSNR against bits (metrics.rd_score): made in any one way alone, no file
+    # of the setting scores more, and the one made the chosen way is the same file.
+    ref = api.reference(SAMPLE_DNG)
+
+    def score(data: bytes) -> float:
+        return rd_score(psnr(ref, api.decode(data, model=tiny_weights, device="cpu")), 8 * len(data))
+
+    settings = ladder.settings
+    for q, data in {**below, **dict(list(detailed.items())[1:])}.items():
+        f = bitstream.parse(data)
+        chosen = (f.detail_base, f.detail_step) if f.detail else (f.quality, 0)
+        ways = settings(load_model(tiny_weights).model)[q - 1].ways()
+        assert chosen in ways, (q, chosen)
+        for rate, step in ways:
+            monkeypatch.setattr(ladder, "settings", lambda m, lo=False, q=q, way=ladder.Setting(rate, step): [
+                way if i == q - 1 else s for i, s in enumerate(settings(m, lo))])
+            alone = api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu")
+            if (rate, step) == chosen:
+                assert alone == data, q
+            else:
+                assert score(alone) <= score(data) + 0.01, (q, rate, step)
+
+
 def test_the_residual_codes_and_decodes_with_many_chunks_and_an_odd_size(monkeypatch):
     monkeypatch.setattr(laplace, "CHUNK", 1000)
     rng = np.random.default_rng(3)
@@ -73,12 +110,12 @@ def test_the_residual_codes_and_decodes_with_many_chunks_and_an_odd_size(monkeyp
 
 
 def test_detail_files_are_format_6_and_say_what_they_hold(detailed):
-    (base, plain), *layered = detailed.items()
+    (_, plain), *layered = detailed.items()
     assert bitstream.parse(plain).version == 6 and "detail" not in api.info(plain)
     for q, data in layered:
         f, d = bitstream.parse(data), api.info(data)
-        assert f.version == 6 and f.quality == q and f.detail_base == base
-        assert d["detail"] == {"base_quality": base, "step": f.detail_step}
+        assert f.version == 6 and f.quality == q and f.detail_base in (detail.BASE, *detail.OTHER_BASES)
+        assert d["detail"] == {"base_quality": f.detail_base, "step": f.detail_step}
         assert d["streams"]["detail"] == len(f.detail) and d["bytes"] == len(data)
 
 
