@@ -98,6 +98,8 @@ def info(data: RbitSource, name: str | None = None) -> dict:
     if f.detail:
         d["streams"]["detail"] = len(f.detail)
         d["detail"] = {"base_quality": f.detail_base, "step": f.detail_step}
+    if f.loop:
+        d["streams"]["loop"] = len(f.loop)
     if f.wb is not None:
         d["white_balance"] = [round(v, 6) for v in f.wb]
         d["cam_to_srgb"] = [[round(v, 6) for v in row] for row in f.cam_to_srgb_rows]

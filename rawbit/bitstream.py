@@ -18,7 +18,7 @@ import construct as cs
 from .errors import BitstreamError, input_error
 
 MAGIC = b"RBIT"
-VERSION = 6  # the newest format: parse() reads 1 to 6; build() writes 6, 3 for a learned point alone, 4 for an archive layer
+VERSION = 7  # the newest format: parse() reads 1 to 7; rawbit writes 7 with a loop filter, else 6, 3 for a learned point alone, 4 for an archive layer
 CONTEXT_SCHEDULES = {"checkerboard": 1}
 
 # A decoder refuses images of more pixels than this unless asked for more (api max_pixels): far above
@@ -77,11 +77,16 @@ _FIELDS_V5 = _FIELDS_V3 + (
 _FIELDS_V6 = _FIELDS_V5 + (
     "correction_length" / cs.Int16ub,  # 0 or CORRECTION_SIZE
 )
+# Format 7: format 6 plus a loop filter (rawbit.correction's filter again), applied after the detail
+# layer, which it requires; its coefficients end the streams.
+_FIELDS_V7 = _FIELDS_V6 + (
+    "loop_length" / cs.Int16ub,  # CORRECTION_SIZE
+)
 _HEADERS = {
     1: cs.Struct(*_FIELDS_V1), 2: cs.Struct(*_FIELDS_V1, *_FIELDS_COLOUR), 3: cs.Struct(*_FIELDS_V3),
-    4: cs.Struct(*_FIELDS_V4), 5: cs.Struct(*_FIELDS_V5), 6: cs.Struct(*_FIELDS_V6),
+    4: cs.Struct(*_FIELDS_V4), 5: cs.Struct(*_FIELDS_V5), 6: cs.Struct(*_FIELDS_V6), 7: cs.Struct(*_FIELDS_V7),
 }  # fmt: skip
-HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52, 104, 104, 110, 110 and 112 bytes
+HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52, 104, 104, 110, 110, 112 and 114 bytes
 HEADER_SIZE = HEADER_SIZES[3]
 MAX_ARCHIVE_SHIFT = 12
 MAX_DETAIL_STEP = 255
@@ -124,6 +129,7 @@ class RbitFile:
     detail_base: int = 0
     detail_step: int = 0
     correction: bytes = b""  # format 6: the correction filter's coefficients, or none
+    loop: bytes = b""  # format 7: the loop filter's coefficients (after the detail layer)
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -168,6 +174,7 @@ class RbitHeader:
     detail_step: int = 0
     detail_length: int = 0
     correction_length: int = 0
+    loop_length: int = 0
 
     @property
     def header_size(self) -> int:
@@ -177,6 +184,7 @@ class RbitHeader:
     def file_size(self) -> int:
         """The exact size of the file this header announces."""
         streams = self.z_length + self.y_length + self.archive_length + self.detail_length + self.correction_length
+        streams += self.loop_length
         return self.header_size + self.exif_length + streams + CRC_SIZE
 
     @property
@@ -216,18 +224,20 @@ def _fmt(values) -> str:
 def build(f: RbitFile) -> bytes:
     """Serialise; the CRC32 covers header, EXIF and both streams.
 
-    Writes the format `f.version` names: 6 (the encoder's, with a correction filter, a detail layer,
-    both or neither), 3 and 2 with the colour metadata, which they must then carry; 4, format 3 with
+    Writes the format `f.version` names: 7 (the encoder's with a loop filter after a detail layer),
+    6 (the encoder's, with a correction filter, a detail layer, both or neither), 3 and 2 with the colour metadata, which they must then carry; 4, format 3 with
     an archive layer; 5, with a detail layer; 1, the older layout without colour (older formats are
     kept so tests can write the files older rawbit versions wrote)."""
     if f.version not in _HEADERS:
         raise ValueError(f"cannot write .rbit format {f.version}")
     if (f.version == 4) != bool(f.archive):
         raise ValueError("a format-4 .rbit file, and only one, carries an archive layer")
-    if f.version == 5 and not f.detail or f.detail and f.version not in (5, 6):
-        raise ValueError("a format-5 .rbit file carries a detail layer, and only formats 5 and 6 can")
-    if f.correction and (f.version != 6 or len(f.correction) != CORRECTION_SIZE):
-        raise ValueError(f"only a format-6 .rbit file carries a correction filter, of {CORRECTION_SIZE} bytes")
+    if f.version in (5, 7) and not f.detail or f.detail and f.version not in (5, 6, 7):
+        raise ValueError("a format-5 or 7 .rbit file carries a detail layer, and only formats 5 to 7 can")
+    if f.correction and (f.version not in (6, 7) or len(f.correction) != CORRECTION_SIZE):
+        raise ValueError(f"only a format-6 or 7 .rbit file carries a correction filter, of {CORRECTION_SIZE} bytes")
+    if (f.version == 7) != bool(f.loop) or f.loop and len(f.loop) != CORRECTION_SIZE:
+        raise ValueError(f"a format-7 .rbit file, and only one, carries a loop filter, of {CORRECTION_SIZE} bytes")
     header = dict(
         version=f.version,
         model_id=bytes.fromhex(f.model_id),
@@ -255,9 +265,11 @@ def build(f: RbitFile) -> bytes:
         header.update(archive_base=f.archive_base, archive_shift=f.archive_shift, archive_length=len(f.archive))
     if f.version >= 5:
         header.update(detail_base=f.detail_base, detail_step=f.detail_step, detail_length=len(f.detail))
-    if f.version == 6:
+    if f.version >= 6:
         header.update(correction_length=len(f.correction))
-    streams = f.z + f.y_anchor + f.y_rest + f.archive + f.correction + f.detail
+    if f.version == 7:
+        header.update(loop_length=len(f.loop))
+    streams = f.z + f.y_anchor + f.y_rest + f.archive + f.correction + f.detail + f.loop
     body = _HEADERS[f.version].build(header) + f.exif + streams
     return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")
 
@@ -328,8 +340,12 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         if not 8 <= h.archive_length <= 4 * pixels + pixels // 64 + _STREAM_SLACK:
             raise _damaged(name, f"{h.archive_length} bytes of archive layer for {pixels} pixels")
         layers = dict(archive_base=h.archive_base, archive_shift=h.archive_shift, archive_length=h.archive_length)
-    if version == 6 and h.correction_length not in (0, CORRECTION_SIZE):
+    if version >= 6 and h.correction_length not in (0, CORRECTION_SIZE):
         raise _damaged(name, f"a correction filter of {h.correction_length} bytes, not {CORRECTION_SIZE}")
+    if version == 7 and h.loop_length != CORRECTION_SIZE:
+        raise _damaged(name, f"a loop filter of {h.loop_length} bytes, not {CORRECTION_SIZE}")
+    if version == 7 and h.detail_length == 0:
+        raise _damaged(name, "a loop filter without a detail layer")
     if version == 6 and h.detail_length == 0:
         if h.detail_base or h.detail_step:
             raise _damaged(name, f"detail base {h.detail_base} and step {h.detail_step} without a detail layer")
@@ -341,8 +357,10 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         if not 8 <= h.detail_length <= 12 * pixels + pixels // 64 + _STREAM_SLACK:
             raise _damaged(name, f"{h.detail_length} bytes of detail layer for {pixels} pixels")
         layers = dict(detail_base=h.detail_base, detail_step=h.detail_step, detail_length=h.detail_length)
-    if version == 6:
+    if version >= 6:
         layers["correction_length"] = h.correction_length
+    if version == 7:
+        layers["loop_length"] = h.loop_length
     check_pixel_limit(h.height, h.width, max_pixels, name)
     return RbitHeader(
         version=version,
@@ -436,10 +454,11 @@ def parse(data: bytes, name: str = "input", max_pixels: int | None = None) -> Rb
     y_rest = bytes(data[at + h.y_anchor_length : at + h.y_length])
     at += h.y_length
     correction = bytes(data[at : at + h.correction_length])
-    layer = {"detail" if h.version >= 5 else "archive": bytes(data[at + h.correction_length : end])}
+    layer = {"detail" if h.version >= 5 else "archive": bytes(data[at + h.correction_length : end - h.loop_length])}
+    loop = bytes(data[end - h.loop_length : end])
     shared = {f.name for f in fields(RbitFile)} & {f.name for f in fields(RbitHeader)}
     return RbitFile(
-        z=z, y_anchor=y_anchor, y_rest=y_rest, exif=exif, correction=correction, **layer,
+        z=z, y_anchor=y_anchor, y_rest=y_rest, exif=exif, correction=correction, loop=loop, **layer,
         **{k: getattr(h, k) for k in shared},
     )  # fmt: skip
 
@@ -503,7 +522,7 @@ def rewrite_header(data: bytes, **fields) -> bytes:
         header.setdefault(new_name, header.get(old_name, 0))
         header.setdefault(old_name, header[new_name])
     for name in ("archive_base", "archive_shift", "archive_length", "detail_base", "detail_step", "detail_length",
-                 "correction_length"):  # fmt: skip
+                 "correction_length", "loop_length"):  # fmt: skip
         # 3 -> 4, 5 or 6: no layer, until a field says
         header.setdefault(name, 0)
     body = layout.build(header) + data[size:-CRC_SIZE]

@@ -127,8 +127,9 @@ def encode_raw(
     """Code one packed RAW photo at a quality (1-based), as a format-6 file: colour metadata in
     the header, the probability path in exact integers (nets/probability.py), and a correction
     filter for the learned photo when it pays (rawbit/correction.py). A quality above the learned
-    points (rawbit/ladder.py) adds a detail layer (rawbit/detail.py) or is an archive setting
-    (rawbit/archive.py, format 4). `learned_only`: `quality` is one of the model's own rate
+    points (rawbit/ladder.py) adds a detail layer (rawbit/detail.py; format 7 when a loop filter
+    follows it) or is an archive setting (rawbit/archive.py, format 4). A setting with
+    alternatives is coded the way that suits the photo best (_best_way). `learned_only`: `quality` is one of the model's own rate
     points, what the network gives alone: no filter, no layer (format 3)."""
     if not hasattr(model, "compress_latent"):
         raise ModelError("this model renders RAW photos without compressing them (an ISP-Net); "
@@ -185,7 +186,8 @@ def encode_raw(
         except (RenderError, ValueError) as e:
             raise RawbitError(f"{name}: cannot be coded at a detail setting (LibRaw cannot render it: {_one_line(e)})") from e
         f = _with_correction(f, correction.patches(_visible(photo, f), target))
-        return _with_detail(f, _detail_base(photo, f), target, quality, step, name)
+        base = _detail_base(photo, f)
+        return _with_loop(_with_detail(f, base, target, quality, step, name), base, orient(target, f.orientation), name)
     if bitstream.render_problem(f.height, f.width, ccm_values, "a correction"):
         return f  # the filter is fitted to LibRaw's rendering: without one, the photo goes as it is
     try:
@@ -302,6 +304,34 @@ def _with_detail(f: RbitFile, base: np.ndarray, target: np.ndarray, quality: int
     return dataclasses.replace(f, quality=quality, detail=stream, detail_base=f.quality, detail_step=step)
 
 
+def _with_loop(f: RbitFile, base: np.ndarray, target: np.ndarray, name: str) -> RbitFile:
+    """`f` (with a detail layer) with a loop filter fitted to the photo the layer rebuilds over
+    `base`, against `target` (both oriented), when what it gains pays for its bytes (format 7).
+
+    The detail layer's error is the quantiser's, spread over its 16x16 blocks; the correction
+    filter's fit on the rebuilt photo takes a further +0.1-0.3 dB of it (real test cameras, detail
+    settings), for the same 168 bytes."""
+    residual = detail.decode(detail.parse(f.detail, f.output_size, name), f.detail_step, name)
+    rebuilt = torch.from_numpy(np.clip(_layered(base, residual, b"", name) / 255.0, 0.0, 1.0)).permute(2, 0, 1)
+    weights, gain_db = correction.fit(correction.patches(rebuilt, target))
+    if not correction.worth(gain_db, len(bitstream.build(f))):
+        return f
+    return dataclasses.replace(f, version=7, loop=correction.pack(weights))
+
+
+def _layered(base: np.ndarray, residual: np.ndarray, loop: bytes, name: str = "input") -> np.ndarray:
+    """(H, W, 3) float64 on the 8-bit scale, oriented, not rounded: the learned photo plus a detail
+    layer's residual, through a loop filter when the file has one."""
+    image = base + residual
+    if not loop:
+        return image
+    # In float32, as the correction filter runs (float64 convolutions are several times slower),
+    # added as a change to the float64 photo: what the filter leaves alone stays exactly as it was.
+    x = torch.from_numpy(np.clip(image / 255.0, 0.0, 1.0).astype(np.float32)).permute(2, 0, 1)
+    change = (correction.apply(x, correction.unpack(loop, name)).clamp(0.0, 1.0) - x).permute(1, 2, 0).numpy()
+    return np.clip(image, 0.0, 255.0) + change.astype(np.float64) * 255.0
+
+
 def _visible(photo: Tensor, f: RbitFile, name: str = "input") -> Tensor:
     """(3, H, W) on [0, 1], not oriented: the learned photo of the visible area, through the file's
     correction filter when it has one."""
@@ -350,6 +380,10 @@ def check_decodable(f: RbitFile, model: RBN, name: str = "input", max_pixels: in
             raise BitstreamError(f"{name}: damaged .rbit file (a detail layer over a model that has none)")
     if f.correction:  # an RbitFile may come unparsed
         correction.unpack(f.correction, name)
+    if f.loop:
+        if not f.detail:
+            raise BitstreamError(f"{name}: damaged .rbit file (a loop filter without a detail layer)")
+        correction.unpack(f.loop, name)
     expected = model.latent_size(*f.coded_size)
     if tuple(f.latent_size) != expected:
         raise BitstreamError(
@@ -382,7 +416,7 @@ def decode_rbit(
     details = detail.parse(f.detail, f.output_size, name) if f.detail else None
     photo = _learned_photo(f, model, device, name, q)
     if details is not None:
-        image = _detail_base(photo, f, name) + detail.decode(details, f.detail_step, name)
+        image = _layered(_detail_base(photo, f, name), detail.decode(details, f.detail_step, name), f.loop, name)
         scale = 1.0 if bits == 8 else 65535.0 / 255.0
         return np.clip(np.round(image * scale), 0, 255 * scale).astype(np.uint8 if bits == 8 else np.uint16)
     if layer is None:

@@ -60,7 +60,7 @@ OTHER_BASES = (4,)
 # quality -> (step, the lower points); the encoder tries each, and the learned point alone.
 BELOW = {4: (180, (3, 2)), 5: (128, (4, 3))}
 # Bumped whenever what the layer codes or which quality is which changes (benchmark caches key on it).
-CODING = 3
+CODING = 4
 BLOCK = 16
 TILE = 4  # blocks a side per tile of scales (64 pixels)
 LIMIT = 127  # coefficient values of the tables; larger ones go through compressai's escape

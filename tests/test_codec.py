@@ -25,7 +25,7 @@ def check_round_trip(path, model) -> tuple[np.ndarray, np.ndarray, bytes]:
     data = api.encode(path, model=model, quality=min(4, len(api.model_qualities(model))), device="cpu")
     f = bitstream.parse(data)
     # The file is exactly header + EXIF + streams + CRC, and rebuilding it gives the same bytes.
-    streams = len(f.z) + len(f.y_anchor) + len(f.y_rest) + len(f.correction) + len(f.detail)
+    streams = len(f.z) + len(f.y_anchor) + len(f.y_rest) + len(f.correction) + len(f.detail) + len(f.loop)
     assert len(data) == bitstream.HEADER_SIZES[f.version] + len(f.exif) + streams + 4
     assert bitstream.build(f) == data
     ref = api.reference(path)

@@ -43,7 +43,8 @@ HANG_SECONDS = float(os.environ.get("FUZZ_HANG_SECONDS", "300"))  # killed, and 
 
 # (name, offset, size, struct format) of every header field (docs/FORMAT.md); colour fields from v2;
 # in v3 the crop bytes hold pad_top/pad_left; the archive fields are v4's, at the offsets of v5's and
-# v6's detail fields; correction_length is v6's (in older files, bytes of the EXIF or streams).
+# v6's detail fields; correction_length is v6's, loop_length v7's (in older files, bytes of the EXIF
+# or streams).
 FIELDS = [
     ("version", 4, 1, "B"), ("quality", 21, 1, "B"), ("context", 22, 1, "B"),
     ("height", 23, 4, ">I"), ("width", 27, 4, ">I"), ("crop_top", 31, 1, "B"),
@@ -53,11 +54,11 @@ FIELDS = [
 ] + [(f"wb{i}", 52 + 4 * i, 4, ">f") for i in range(4)] + [
     (f"ccm{i}", 68 + 4 * i, 4, ">f") for i in range(9)
 ] + [("archive_base", 104, 1, "B"), ("archive_shift", 105, 1, "B"), ("archive_length", 106, 4, ">I"),
-       ("correction_length", 110, 2, ">H")]  # fmt: skip
+       ("correction_length", 110, 2, ">H"), ("loop_length", 112, 2, ">H")]  # fmt: skip
 FIELD_NAMES = [f[0] for f in FIELDS]
 INT_KINDS = ["0", "1", "2", "max", "max-1", "half", "random"]
 FLOATS = [0.0, -0.0, 1.0, -1.0, 1e-30, 1e-45, 63.99, 64.0, 64.01, 1e30, 3.4e38, math.nan, math.inf, -math.inf]
-STREAMS = ["z", "y_anchor", "y_rest", "archive", "detail", "correction"]  # a file without such a layer keeps none
+STREAMS = ["z", "y_anchor", "y_rest", "archive", "detail", "correction", "loop"]  # a file without such a layer keeps none
 STREAM_HOWS = ["flip", "zero", "ones", "random", "cut", "insert", "delete", "empty", "double", "word"]
 
 
@@ -103,11 +104,20 @@ def _rebuild(f, **streams) -> bytes:
         if f.version == version and streams.get(layer) == b"":  # build() writes no such file; a fuzzer does
             data = bitstream.build(dataclasses.replace(f, **{**streams, layer: b"\0"}))
             return fix_crc(data[:106] + bytes(4) + data[110:-5] + bytes(4))
+    loop = streams.get("loop", f.loop)
+    if f.version == 7 and streams.get("detail") == b"":  # the layer a loop filter needs, gone
+        data = _rebuild(f, **{**streams, "detail": b"\0"})
+        cut = len(data) - 4 - len(loop) - 1  # the placeholder byte, before the loop filter
+        return fix_crc(data[:106] + bytes(4) + data[110:cut] + data[cut + 1 : -4] + bytes(4))
+    if f.version == 7 and len(loop) != bitstream.CORRECTION_SIZE:  # build() refuses; a fuzzer does not
+        data = _rebuild(f, **{**streams, "loop": bytes(bitstream.CORRECTION_SIZE)})
+        length = min(len(loop), 65535).to_bytes(2, "big")
+        return fix_crc(data[:112] + length + data[114 : -4 - bitstream.CORRECTION_SIZE] + loop + bytes(4))
     correction = streams.get("correction", f.correction)
-    if f.version == 6 and len(correction) not in (0, bitstream.CORRECTION_SIZE):  # build() refuses; a fuzzer does not
+    if f.version in (6, 7) and len(correction) not in (0, bitstream.CORRECTION_SIZE):  # build() refuses; a fuzzer does not
         g = dataclasses.replace(f, **{**streams, "correction": b""})
         data = bitstream.build(g)
-        at = 112 + len(g.exif) + len(g.z) + len(g.y_anchor) + len(g.y_rest)
+        at = bitstream.HEADER_SIZES[f.version] + len(g.exif) + len(g.z) + len(g.y_anchor) + len(g.y_rest)
         length = min(len(correction), 65535).to_bytes(2, "big")
         return fix_crc(data[:110] + length + data[112:at] + correction + data[at:-4] + bytes(4))
     return bitstream.build(dataclasses.replace(f, **streams))
@@ -126,7 +136,7 @@ def resplit(data: bytes, c1: int, c2: int) -> bytes:
 def mutate_stream(data: bytes, which: str, how: str, pos: int = 0, seed: int = 0) -> bytes:
     """Damage one stream's content (lengths in the header follow, CRC valid)."""
     f = _split(data)
-    if f is None or (which in ("archive", "detail", "correction") and not getattr(f, which)):
+    if f is None or (which in ("archive", "detail", "correction", "loop") and not getattr(f, which)):
         return data
     s = bytearray(getattr(f, which))
     rng = random.Random(seed)
@@ -366,8 +376,11 @@ def make_bases(folder: Path, tiny: Path, with_default: bool = True) -> Bases:
     rbit["tiny-v3-q7-oriented"] = (api.encode(dng_odd, model=tiny, quality=7, device="cpu", learned_only=True), str(tiny))
     archive_quality = api.model_qualities(tiny)[-1]
     rbit["tiny-v4-archive"] = (api.encode(dng_odd, model=tiny, quality=archive_quality, device="cpu"), str(tiny))
-    v6_detail = api.encode(dng_odd, model=tiny, quality=7, device="cpu")
+    layered = bitstream.parse(api.encode(dng_odd, model=tiny, quality=7, device="cpu"))
+    v6_detail = bitstream.build(dataclasses.replace(layered, version=6, loop=b""))
     rbit["tiny-v6-detail"] = (v6_detail, str(tiny))  # with a correction filter, and a detail layer
+    loop = layered.loop or correction.pack(correction.identity())  # a filter to damage, sent or not
+    rbit["tiny-v7-loop"] = (bitstream.build(dataclasses.replace(layered, version=7, loop=loop)), str(tiny))
     v6 = bitstream.parse(api.encode(dng, model=tiny, quality=1, device="cpu"))
     if not v6.correction:  # a photo this small may not pay for one: give it a filter to damage
         v6 = dataclasses.replace(v6, correction=correction.pack(correction.identity()))
@@ -670,9 +683,9 @@ if __name__ != "__main__":
     def test_every_rbit_header_field_at_its_extremes(bases, worker):
         """Each header field at 0, 1 and its maximum (CRC valid) on tiny-model files (format 3;
         4 with its archive layer; 5 with a detail layer; 6 with a correction filter, and with a
-        detail layer too): refused or decoded."""
+        detail layer too; 7 with a loop filter after it): refused or decoded."""
         budget = Budget(BUDGET)
-        for base in ("tiny-v3", "tiny-v4-archive", "tiny-v5-detail", "tiny-v6", "tiny-v6-detail"):
+        for base in ("tiny-v3", "tiny-v4-archive", "tiny-v5-detail", "tiny-v6", "tiny-v6-detail", "tiny-v7-loop"):
             data, model = bases.rbit[base]
             for name in FIELD_NAMES:
                 for kind in ("0", "1", "max"):
