@@ -1,16 +1,18 @@
 """The detail layer: the reference rendering's residual against the learned photo, transform-coded
-in sRGB (`--quality 7..12` of the shipped models; rawbit/ladder.py).
+in sRGB (`--quality 7..12` of the shipped models, and 4..5 where it pays; rawbit/ladder.py).
 
 The learned decoder's photo stops improving near what its training taught it (~33 dB on the Nikon
 D1 at rate point 11, 1.2 bpp), while JPEG reaches 35 dB there. Above its default rate point the
 encoder therefore sends what the photo still lacks, coded the classical way:
 
-    reference rendering, sRGB (H, W, 3) - learned photo at rate point BASE (before 8-bit rounding)
+    reference rendering, sRGB (H, W, 3) - learned photo at its rate point (before 8-bit rounding)
         -> orthonormal colour transform (luma, two chroma differences)
         -> 16x16 orthonormal DCT -> dead-zone quantiser, step from the setting (8-bit units)
         -> rANS, one discretised Laplacian per 64x64-pixel tile, band group and channel
 
-and the decoder adds the decoded residual to the photo it synthesises. The transforms are
+and the decoder adds the decoded residual to the photo it synthesises, then applies the file's
+loop filter when it has one (format 7: the correction filter's fit on the rebuilt photo, +0.1 to
++0.3 dB on the real test cameras; rawbit/codec.py, _with_loop). The transforms are
 orthonormal, so the quantisation error is the error of the photo: the step sets the PSNR.
 
 Why this shape (measured on the real test cameras, cameras no model trained on; docs/bench.md):
