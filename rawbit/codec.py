@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from typing import Callable, Iterator
 
 import numpy as np
@@ -15,7 +14,7 @@ from . import archive, bitstream, correction, detail, isp, ladder
 from .bitstream import DEFAULT_MAX_PIXELS, RbitFile
 from .device import one_thread_per_op
 from .errors import BitstreamError, ModelError, RawbitError
-from .metrics import rd_score
+from .metrics import psnr_from_mse, rd_score
 from .nets import RBN
 from .nets.probability import float32_path_in_bands
 from .nets.rbn import LatentStreams
@@ -178,13 +177,16 @@ def encode_raw(
             f, y_hat, step = _best_way(setting, (f, y_hat), y, header, model, balanced, wb, ccm, device, name)
         except (RenderError, ValueError) as e:
             if step:
-                raise RawbitError(f"{name}: cannot be coded at a detail setting (LibRaw cannot render it: {_one_line(e)})") from e
+                raise _unrenderable(name, e) from e
+        else:
+            if not step:
+                return f  # a learned point, its correction filter already fitted by the trial
     if step:
         photo = _synthesized_photo(f, model, y_hat, device, name)
         try:
             target = _rendering(balanced, f.pad, (f.height, f.width), ccm)
         except (RenderError, ValueError) as e:
-            raise RawbitError(f"{name}: cannot be coded at a detail setting (LibRaw cannot render it: {_one_line(e)})") from e
+            raise _unrenderable(name, e) from e
         f = _with_correction(f, correction.patches(_visible(photo, f), target))
         base = _detail_base(photo, f)
         return _with_loop(_with_detail(f, base, target, quality, step, name), base, orient(target, f.orientation), name)
@@ -194,6 +196,10 @@ def encode_raw(
         return _with_correction(f, _correction_pairs(f, model, y_hat, balanced, wb, ccm, device, name))
     except (RenderError, ValueError):
         return f
+
+
+def _unrenderable(name: str, e: BaseException) -> RawbitError:
+    return RawbitError(f"{name}: cannot be coded at a detail setting (LibRaw cannot render it: {_one_line(e)})")
 
 
 def _learned_layer(model: RBN, y: Tensor, rate: int, header: dict, name: str) -> tuple[RbitFile, Tensor]:
@@ -214,13 +220,14 @@ def _best_way(
     wb: Tensor, ccm: Tensor, device: torch.device, name: str,
 ) -> tuple[RbitFile, Tensor, int]:  # fmt: skip
     """Of a setting's ways to code the photo (ladder.Setting.ways), the one that scores best:
-    (the learned layer's file, its latent, the detail step or 0)."""
+    (the learned layer's file, its latent, the detail step or 0). A learned point's file comes with
+    the correction filter its trial fitted: the same pairs the file's own fit would take."""
     best: tuple[float, RbitFile, Tensor, int] | None = None
     for rate, step in setting.ways():
         f, y_hat = first if rate == setting.rate else _learned_layer(model, y, rate, dict(header, version=6), name)
-        score = _trial_score(f, y_hat, step, model, balanced, wb, ccm, device, name)
+        score, tried = _trial_score(f, y_hat, step, model, balanced, wb, ccm, device, name)
         if best is None or score > best[0]:
-            best = (score, f, y_hat, step)
+            best = (score, f if step else tried, y_hat, step)
     assert best is not None
     return best[1], best[2], best[3]
 
@@ -228,11 +235,11 @@ def _best_way(
 def _trial_score(
     f: RbitFile, y_hat: Tensor, step: int, model: RBN, balanced: Tensor, wb: Tensor, ccm: Tensor,
     device: torch.device, name: str,
-) -> float:  # fmt: skip
+) -> tuple[float, RbitFile]:  # fmt: skip
     """How well the learned layer of `f`, with a detail layer of `step` when > 0, codes the photo
     (metrics.rd_score), tried where the correction filter is fitted (patches spread over a large
     photo, else the whole): the filter fitted and applied, a layer coded and rebuilt, its bytes
-    scaled from the patches' area to the photo's."""
+    scaled from the patches' area to the photo's. With `f` as the filter left it."""
     pairs = _correction_pairs(f, model, y_hat, balanced, wb, ccm, device, name)
     f = _with_correction(f, pairs)
     weights = correction.unpack(f.correction, name) if f.correction else None
@@ -246,7 +253,8 @@ def _trial_score(
         error += float(((np.clip(np.round(base + rebuilt), 0, 255) - reference) ** 2).sum())
         layer_bytes, area = layer_bytes + nbytes, area + reference.shape[0] * reference.shape[1]
     bits = 8 * (len(bitstream.build(f)) + layer_bytes * f.height * f.width / area)
-    return rd_score(10.0 * math.log10(255.0**2 * 3 * area / max(error, 1e-9)), bits)
+    mse = torch.tensor(error / (3 * area * 255.0**2), dtype=torch.float64)
+    return rd_score(float(psnr_from_mse(mse)), bits), f
 
 
 def _rendering(
