@@ -188,8 +188,9 @@ def encode_raw(
         except (RenderError, ValueError) as e:
             raise _unrenderable(name, e) from e
         f = _with_correction(f, correction.patches(_visible(photo, f), target))
-        base = _detail_base(photo, f)
-        return _with_loop(_with_detail(f, base, target, quality, step, name), base, orient(target, f.orientation), name)
+        base, target = _detail_base(photo, f), orient(target, f.orientation)
+        f, residual = _with_detail(f, base, target, quality, step, name)
+        return _with_loop(f, base, residual, target, name)
     if bitstream.render_problem(f.height, f.width, ccm_values, "a correction"):
         return f  # the filter is fitted to LibRaw's rendering: without one, the photo goes as it is
     try:
@@ -249,9 +250,9 @@ def _trial_score(
             photo = correction.apply(photo, weights).clamp(0.0, 1.0)
         base = photo.permute(1, 2, 0).double().numpy() * 255.0
         reference = target.astype(np.float64)
-        nbytes, rebuilt = detail.trial(reference - base, step) if step else (0, 0.0)
+        stream, rebuilt = detail.encode(reference - base, step) if step else (b"", 0.0)
         error += float(((np.clip(np.round(base + rebuilt), 0, 255) - reference) ** 2).sum())
-        layer_bytes, area = layer_bytes + nbytes, area + reference.shape[0] * reference.shape[1]
+        layer_bytes, area = layer_bytes + len(stream), area + reference.shape[0] * reference.shape[1]
     bits = 8 * (len(bitstream.build(f)) + layer_bytes * f.height * f.width / area)
     mse = torch.tensor(error / (3 * area * 255.0**2), dtype=torch.float64)
     return rd_score(float(psnr_from_mse(mse)), bits), f
@@ -304,22 +305,25 @@ def _with_correction(f: RbitFile, pairs: list[tuple[Tensor, np.ndarray, int]]) -
     return dataclasses.replace(f, correction=correction.pack(weights))
 
 
-def _with_detail(f: RbitFile, base: np.ndarray, target: np.ndarray, quality: int, step: int, name: str) -> RbitFile:
-    """`f` with a detail layer: the residual of LibRaw's rendering of the file's own white-balanced
-    sensor planes (`target`, not oriented) against the photo the decoder will have before it."""
-    stream = detail.encode(orient(target, f.orientation).astype(np.float64) - base, step)
+def _with_detail(
+    f: RbitFile, base: np.ndarray, target: np.ndarray, quality: int, step: int, name: str
+) -> tuple[RbitFile, np.ndarray]:  # fmt: skip
+    """(`f` with a detail layer, the residual the decoder will rebuild from it): the layer codes
+    LibRaw's rendering of the file's own white-balanced sensor planes (`target`, oriented) less
+    the photo the decoder will have before it (`base`)."""
+    stream, residual = detail.encode(target.astype(np.float64) - base, step)
     detail.parse(stream, f.output_size, name)  # its structure as the decoder will check it
-    return dataclasses.replace(f, quality=quality, detail=stream, detail_base=f.quality, detail_step=step)
+    return dataclasses.replace(f, quality=quality, detail=stream, detail_base=f.quality, detail_step=step), residual
 
 
-def _with_loop(f: RbitFile, base: np.ndarray, target: np.ndarray, name: str) -> RbitFile:
+def _with_loop(f: RbitFile, base: np.ndarray, residual: np.ndarray, target: np.ndarray, name: str) -> RbitFile:
     """`f` (with a detail layer) with a loop filter fitted to the photo the layer rebuilds over
-    `base`, against `target` (both oriented), when what it gains pays for its bytes (format 7).
+    `base` (`residual`: as the decoder rebuilds it), against `target` (both oriented), when what
+    it gains pays for its bytes (format 7).
 
     The detail layer's error is the quantiser's, spread over its 16x16 blocks; the correction
     filter's fit on the rebuilt photo takes a further +0.1-0.3 dB of it (real test cameras, detail
     settings), for the same 168 bytes."""
-    residual = detail.decode(detail.parse(f.detail, f.output_size, name), f.detail_step, name)
     rebuilt = torch.from_numpy(np.clip(_layered(base, residual, b"", name) / 255.0, 0.0, 1.0)).permute(2, 0, 1)
     weights, gain_db = correction.fit(correction.patches(rebuilt, target))
     if not correction.worth(gain_db, len(bitstream.build(f))):

@@ -21,6 +21,7 @@ from rawbit.bench.codecs import Codec, PillowCodec, RawbitCodec
 from rawbit.metrics import bpp, ms_ssim, psnr
 from rawbit.bench.report import aggregate, write_all
 from rawbit.bench.run import run_bench
+from rawbit.errors import RawbitError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SMALL_RAW = SHARED / "raw" / "kodak_dc50_01.kdc"
@@ -207,6 +208,14 @@ def test_learned_codec_encodes_the_raw_file_through_the_api(
     assert ("encode", "photo0.dng", "/weights/my-model.safetensors", 2, "cpu") in calls
     assert ("decode", 200, "/weights/my-model.safetensors", "cpu") in calls
 
+    # --qualities: the listed ones alone; one the model does not offer is refused before any work.
+    calls.clear()
+    result = run_bench(photos[:1], [RawbitCodec("default", only=(2,))], tmp_path / "two", progress=False)
+    assert [p.quality for p in result.points] == [2] and [c[3] for c in calls if c[0] == "encode"] == [2]
+    with pytest.raises(RawbitError, match="rawbit-default has no quality 7 \\(it offers 1 to 2\\)"):
+        run_bench(photos[:1], [RawbitCodec("default", only=(2, 7))], tmp_path / "seven", progress=False)
+    assert [c for c in calls if c[3] == 7] == []
+
 
 def test_unreadable_raw_is_reported_and_skipped(tmp_path: Path) -> None:
     bad = tmp_path / "bad.dng"
@@ -262,6 +271,17 @@ def test_check_passes_on_the_baseline_itself_and_within_tolerance() -> None:
     assert check_mod.check(near, base, check_mod.Tolerance(bpp=0.01, psnr=0.05))[0] == []
 
 
+def test_check_of_a_subset_of_qualities_compares_those_alone() -> None:
+    base = _results([0.1, 0.3, 0.9], [30.0, 34.0, 38.0])
+    subset = {"rawbit-x": {"name": "rawbit-x", "description": "", "results": {
+        "quality": [1, 3], "bpp": [0.1, 0.9], "psnr-rgb": [30.0, 37.0]}}}
+    failures, passes = check_mod.check(subset, base, check_mod.Tolerance(), qualities={1, 3})
+    assert len(passes) == 1 and len(failures) == 1 and "q3" in failures[0]
+    # Without saying which were benched, the missing point is a failure.
+    failures, _ = check_mod.check(subset, base, check_mod.Tolerance())
+    assert any("q2: rate point missing" in f for f in failures)
+
+
 def test_check_fails_on_a_planted_regression() -> None:
     base = _results([0.1, 0.3, 0.9], [30.0, 34.0, 38.0])
     fatter = _results([0.1, 0.32, 0.9], [30.0, 34.0, 38.0])
@@ -303,6 +323,9 @@ def test_cli_reports_handled_errors_in_one_line(photos: list[Path], tmp_path: Pa
                                         "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: unknown codec 'png'") and len(result.stderr.splitlines()) == 1
+    result = CliRunner().invoke(bench, [str(photos[0]), "--codecs", "jpeg", "--qualities", "4,high",
+                                        "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--qualities" in result.stderr and "1,6,9" in result.stderr
 
 
 def test_cli_rejects_an_anchor_that_is_not_benched(photos: list[Path], tmp_path: Path) -> None:

@@ -46,8 +46,10 @@ def _points(entry: dict) -> dict[object, tuple[float | None, float | None]]:
 
 def check(current: dict[str, dict], baseline: dict[str, dict], tolerance: Tolerance,
           current_images: dict[str, str] | None = None,
-          baseline_images: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
-    """(failures, passes): one line per rate point of every codec in both runs."""
+          baseline_images: dict[str, str] | None = None,
+          qualities: set[int] | None = None) -> tuple[list[str], list[str]]:
+    """(failures, passes): one line per rate point of every codec in both runs; `qualities`: only
+    the baseline's points at these qualities (a run that benched a subset of them)."""
     failures: list[str] = []
     passes: list[str] = []
     if current_images is not None and baseline_images is not None:
@@ -61,6 +63,8 @@ def check(current: dict[str, dict], baseline: dict[str, dict], tolerance: Tolera
         now, base = _points(current[name]), _points(baseline[name])
         by_quality = "quality" in current[name]["results"] and "quality" in baseline[name]["results"]
         for key, (b_bpp, b_psnr) in base.items():
+            if qualities is not None and by_quality and key not in qualities:
+                continue
             where = f"{name} {'q' if by_quality else '#'}{key}"
             if key not in now:
                 failures.append(f"{where}: rate point missing")

@@ -15,6 +15,7 @@ Examples:
   rawbit bench photos/ --out bench-out
   rawbit bench a.NEF b.CR2 --models default --codecs jpeg,avif --anchor avif --out out
   rawbit bench photos/ --out out --resume --jobs 2
+  rawbit bench photos/ --codecs webp --anchor webp --qualities 4,6,9 --out out
   rawbit bench photos/ --models default --codecs "" --out ci \\
       --check baseline/bench.json --tolerance-bpp 1% --tolerance-psnr 0.05
 """
@@ -56,6 +57,9 @@ def _split(text: str) -> list[str]:
 @click.option("--learned-only", is_flag=True,
               help="The models' own rate points only, without the detail and archive layers "
                    "(what the network alone gives; the paper's comparison).")
+@click.option("--qualities", "qualities", default="", metavar="LIST",
+              help="Comma-separated qualities of the models to bench, e.g. 1,6,9 (default: all they "
+                   "offer); --check then compares these points alone.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device for the models.")
 @click.option("--resume", is_flag=True, help="Reuse points already measured in OUT/cache.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
@@ -68,7 +72,7 @@ def _split(text: str) -> list[str]:
               help="Allowed bpp rise per rate point: '1%' of the baseline, or absolute bpp.")
 @click.option("--tolerance-psnr", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="Allowed PSNR fall per rate point, dB.")
-def bench(data, out, models, codecs, anchor, learned_only, device, resume, jobs, keep_files, progress, baseline,
+def bench(data, out, models, codecs, anchor, learned_only, qualities, device, resume, jobs, keep_files, progress, baseline,
           tolerance_bpp, tolerance_psnr) -> None:
     """Rate-distortion and speed of rawbit models against JPEG, WebP, AVIF and JPEG XL.
 
@@ -82,7 +86,11 @@ def bench(data, out, models, codecs, anchor, learned_only, device, resume, jobs,
     from .codecs import make_codecs
     from .run import run_bench
 
-    codec_list = make_codecs(_split(codecs), _split(models), device=device, learned_only=learned_only)
+    try:
+        only = tuple(sorted({int(q) for q in _split(qualities)}))
+    except ValueError:
+        raise click.BadParameter(f"{qualities!r} is not a list of numbers such as 1,6,9", param_hint="--qualities")
+    codec_list = make_codecs(_split(codecs), _split(models), device=device, learned_only=learned_only, qualities=only)
     names = [c.name for c in codec_list]
     if not codec_list:
         raise click.UsageError("nothing to bench: give --models and/or --codecs")
@@ -106,7 +114,7 @@ def bench(data, out, models, codecs, anchor, learned_only, device, resume, jobs,
         failures, passes = check_mod.check(
             results, base_results,
             check_mod.Tolerance(bpp=tolerance_bpp[0], bpp_relative=tolerance_bpp[1], psnr=tolerance_psnr),
-            result.benched_images(), base_images)
+            result.benched_images(), base_images, qualities=set(only) or None)
         for line in failures:
             click.echo(f"regression: {line}", err=True)
         if failures:

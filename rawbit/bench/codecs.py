@@ -133,6 +133,7 @@ class RawbitCodec(Codec):
     kind: str = "learned"
     suffix: str = ".rbit"
     learned_only: bool = False  # the model's rate points alone, no detail or archive layer
+    only: tuple[int, ...] = ()  # these qualities alone (empty: all the model offers)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -142,10 +143,16 @@ class RawbitCodec(Codec):
         return f"rawbit-{label}"
 
     def qualities(self) -> list[int]:
-        """The qualities the model offers (rawbit/ladder.py)."""
+        """The qualities the model offers (rawbit/ladder.py), or those of `only`; one it does not
+        offer is an error before anything is benched."""
         from .. import api
 
-        return list(api.model_qualities(self.model, self.learned_only))
+        offered = list(api.model_qualities(self.model, self.learned_only))
+        missing = sorted(set(self.only) - set(offered))
+        if missing:
+            raise RawbitError(f"{self.name} has no quality {', '.join(map(str, missing))} "
+                              f"(it offers {offered[0]} to {offered[-1]})")
+        return [q for q in offered if q in self.only] if self.only else offered
 
     def description(self) -> str:
         """Model name and content hash."""
@@ -182,9 +189,12 @@ class RawbitCodec(Codec):
         return api.decode(data, model=self.model, device=self.device)
 
 
-def make_codecs(codecs: list[str], models: list[str], device: str = "cpu", learned_only: bool = False) -> list[Codec]:
-    """Codec objects for the CLI's --codecs and --models lists (models first)."""
+def make_codecs(
+    codecs: list[str], models: list[str], device: str = "cpu", learned_only: bool = False, qualities: tuple[int, ...] = ()
+) -> list[Codec]:  # fmt: skip
+    """Codec objects for the CLI's --codecs and --models lists (models first); `qualities`: the
+    models' qualities to bench (empty: all)."""
     from .dng_jxl import DngJxlCodec
 
     others = [DngJxlCodec() if c == "dng-jxl" else PillowCodec(c) for c in codecs]
-    return [RawbitCodec(model=m, device=device, learned_only=learned_only) for m in models] + others
+    return [RawbitCodec(model=m, device=device, learned_only=learned_only, only=qualities) for m in models] + others
