@@ -37,10 +37,17 @@ Why this shape (measured on the real test cameras, cameras no model trained on; 
   smaller tiles follow where it is not). 32x32 blocks, 32-pixel tiles, finer band groups, a
   coarser chroma step or per-coefficient contexts from the bands decoded before (an upper bound of
   -2.5 to -5 %, before their side information) did not pay.
-- Not yet among the encoder's ways, measured at stop 24: lower bases (3 beside 4 above BASE; 1
-  at quality 4, 2 at quality 5). The DC50 took them at qualities 4, 5 and 7-10 (at 4, 5, 7: -10.6,
-  -6, -6 % bpp for -0.11, -0.09, -0.04 dB; its BD-rate against WebP over qualities 3-14 -5.95 ->
-  -8.38 %), the Nikon D1 at quality 5 only (-3 % bpp, -0.10 dB; BD-rate unchanged).
+- Lower bases (since stop 25): point 3 beside 4 under the detail settings, and point 1 at
+  quality 4, point 2 at quality 5. The DC50 took them at qualities 4, 5 and 7-10 (at 4, 5, 7:
+  -10.6, -6, -6 % bpp for -0.11, -0.09, -0.04 dB; its BD-rate against WebP over qualities 3-14
+  -5.95 -> -8.38 %), the Nikon D1 at quality 5 only (-3 % bpp, -0.10 dB). Each costs the encoder
+  one more trial at those qualities, never the default's path.
+- Not at the default (quality 6, measured at stop 25): a layer of step 90 over point 3 codes the
+  DC50 in 0.234 bpp at 31.36 dB (point 6: 0.322, 31.19) and the Nikon D1 in 0.247 at 30.81 (0.272,
+  30.67), the Blackmagic keeps point 6: the mean curve's BD-rate against WebP would go from +3.15
+  to +0.20 % (docs/bench.md, stop 25). But the trial and the layer make the default's 12 MP encode 40.2 s instead of
+  11.6 s (benchmarks/speed.py, 2 threads, the synthetic photo takes the layer), its decode 24.7 s
+  instead of 19.9, against the default's targets of 6 s and 8 s.
 - Deblocking the residual across its 16-pixel block edges (a fixed H.264-like edge filter) lifts
   the photo +0.15-0.25 dB at steps 32-180, but only +0.08-0.10 dB once the loop filter is fitted
   after it: the loop filter already takes most of what it would.
@@ -64,12 +71,14 @@ from .errors import BitstreamError
 STEPS = (64, 45, 32, 22, 16, 11)
 BASE = 6  # the shipped models' default rate point: the learned points end there, the layers begin
 # Other learned points a detail layer above BASE may go over; the encoder tries each on the photo.
-OTHER_BASES = (4,)
+OTHER_BASES = (4, 3)
 # Qualities below BASE that may be a coarse layer over a lower learned point instead of their own:
-# quality -> (step, the lower points); the encoder tries each, and the learned point alone.
-BELOW = {4: (180, (3, 2)), 5: (128, (4, 3))}
+# quality -> (step, the lower points); the encoder tries each, and the learned point alone. The
+# steps go on from STEPS' ratio of about 1/sqrt(2) per quality (128, 180 above 90 and 64). BASE,
+# the default, has no alternatives: for its speed (the module's note).
+BELOW = {4: (180, (3, 2, 1)), 5: (128, (4, 3, 2))}
 # Bumped whenever what the layer codes or which quality is which changes (benchmark caches key on it).
-CODING = 4
+CODING = 5
 BLOCK = 16
 TILE = 4  # blocks a side per tile of scales (64 pixels)
 LIMIT = 127  # coefficient values of the tables; larger ones go through compressai's escape

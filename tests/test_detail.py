@@ -97,6 +97,25 @@ def test_each_setting_with_alternatives_codes_the_photo_the_way_that_scores_best
                 assert score(alone) <= score(data) + 0.01, (q, rate, step)
 
 
+def test_a_settings_ways_are_weighed_on_one_rendering_of_the_patches(tmp_path, tiny_weights, monkeypatch):
+    # On a large photo the ways are tried on GRID x GRID patches of LibRaw's rendering: the same
+    # for every way, so rendered once per encode (plus the whole photo when a layer is chosen),
+    # not once per way.
+    from rawbit import codec
+
+    path = write_test_dng(tmp_path / "large.dng", height=1536, width=1536)
+    quality = min(detail.BELOW)
+    assert len(ladder.settings(load_model(tiny_weights).model)[quality - 1].ways()) >= 3
+    renders = []
+    render = codec.render_planes
+    monkeypatch.setattr(codec, "render_planes", lambda *a, **k: renders.append(a[2]) or render(*a, **k))
+    data = api.encode(path, model=tiny_weights, quality=quality, device="cpu")
+    side = correction.PATCH + 2 * correction.MARGIN
+    patches = [size for size in renders if size == (side, side)]
+    assert len(patches) == correction.GRID**2, renders
+    assert len(renders) == len(patches) + (1 if bitstream.parse(data).detail else 0)
+
+
 def test_the_residual_codes_and_decodes_with_many_chunks_and_an_odd_size(monkeypatch):
     monkeypatch.setattr(laplace, "CHUNK", 1000)
     rng = np.random.default_rng(3)
