@@ -74,7 +74,7 @@ BASE = 6  # the shipped models' default rate point: the learned points end there
 OTHER_BASES = (4, 3)
 # Qualities below BASE that may be a coarse layer over a lower learned point instead of their own:
 # quality -> (step, the lower points); the encoder tries each, and the learned point alone. The
-# steps go on from STEPS' ratio of about 1/sqrt(2) per quality (128, 180 above 90 and 64). BASE,
+# steps go on from STEPS' ratio of about 1/sqrt(2) per quality (128 and 180 above its 64). BASE,
 # the default, has no alternatives: for its speed (the module's note).
 BELOW = {4: (180, (3, 2, 1)), 5: (128, (4, 3, 2))}
 # Bumped whenever what the layer codes or which quality is which changes (benchmark caches key on it).
