@@ -4,6 +4,7 @@
     python benchmarks/speed.py --models rbn-lite --threads 2 --json out.json
     python benchmarks/speed.py --models rbn-lite --device cuda --threads 16   # on a GPU machine
     python benchmarks/speed.py --models rbn-lite --quality 13   # an archive setting
+    python benchmarks/speed.py --models rbn-lite --effort best  # the encoder's slowest effort
 
 Each measurement runs in a fresh process so one model's memory never hides another's; the model
 is loaded and warmed up (one encode) before timing starts. Peak memory is reported twice: the
@@ -23,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rawbit import DEFAULT_QUALITY
+from rawbit import DEFAULT_EFFORT, DEFAULT_QUALITY, EFFORTS
 
 TARGETS = {"encode_s": 15.0, "decode_s": 15.0, "peak_gib": 6.0}  # for rbn-lite on 2 CPU cores
 
@@ -41,7 +42,7 @@ def make_photo(path: Path, height: int = 3000, width: int = 4000) -> Path:
     return path
 
 
-def _child(model: str, op: str, photo: str, threads: int, device: str, quality: int) -> None:
+def _child(model: str, op: str, photo: str, threads: int, device: str, quality: int, effort: str) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -57,11 +58,11 @@ def _child(model: str, op: str, photo: str, threads: int, device: str, quality: 
         torch.manual_seed(0)
         weights = str(Path(tempfile.mkdtemp()) / f"{model}.safetensors")
         export(create_model(model), weights)
-    data = api.encode(photo, model=weights, device=device, quality=quality)  # warm-up + the bits to decode
+    data = api.encode(photo, model=weights, device=device, quality=quality, effort=effort)  # warm-up + the bits to decode
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     if op == "encode":
-        data, m = measure(lambda: api.encode(photo, model=weights, device=device, quality=quality))
+        data, m = measure(lambda: api.encode(photo, model=weights, device=device, quality=quality, effort=effort))
     else:
         _, m = measure(lambda: api.decode(data, model=weights, device=device))
     import resource
@@ -78,21 +79,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
     ap.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="rate point or archive setting")
+    ap.add_argument("--effort", choices=EFFORTS, default=DEFAULT_EFFORT, help="the encoder's effort")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _child(*args.child, args.threads, args.device, args.quality)
+        _child(*args.child, args.threads, args.device, args.quality, args.effort)
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         photo = make_photo(Path(tmp) / "12mp.dng")
         for model in args.models.split(","):
-            row = {"model": model, "device": args.device, "quality": args.quality}
+            row = {"model": model, "device": args.device, "quality": args.quality, "effort": args.effort}
             for op in ("encode", "decode"):
                 p = subprocess.run(
                     [sys.executable, __file__, "--threads", str(args.threads), "--device", args.device,
-                     "--quality", str(args.quality), "--child", model, op, str(photo)],
+                     "--quality", str(args.quality), "--effort", args.effort, "--child", model, op, str(photo)],
                     capture_output=True, text=True, check=True,
                 )  # fmt: skip
                 r = json.loads(p.stdout.strip().splitlines()[-1])

@@ -19,6 +19,9 @@ __version__ = "0.1.0"
 # The rate point encode uses when none is asked for (the shipped model's at lambda 0.0067); here,
 # not in api, so that the CLI's --help shows it without importing torch.
 DEFAULT_QUALITY = 6
+# How hard the encoder looks for the best way to code a quality (rawbit/ladder.py says what each weighs).
+EFFORTS = ("fast", "normal", "best")
+DEFAULT_EFFORT = "normal"
 
 _API = ("encode", "decode", "info", "reference")
 

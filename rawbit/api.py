@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DEFAULT_QUALITY, bitstream, ladder
+from . import DEFAULT_EFFORT, DEFAULT_QUALITY, bitstream, ladder
 from .bitstream import DEFAULT_MAX_PIXELS, RbitFile
 from .codec import decode_rbit, encode_raw
 from .device import pick_device
@@ -29,16 +29,18 @@ RbitSource = bytes | bytearray | memoryview | str | os.PathLike
 
 def encode(
     path: str | Path, *, model: str | Path | None = "default", quality: int = DEFAULT_QUALITY,
-    device: str = "auto", learned_only: bool = False,
+    device: str = "auto", learned_only: bool = False, effort: str = DEFAULT_EFFORT,
 ) -> bytes:  # fmt: skip
     """A RAW photo -> the bytes of a .rbit file (docs/FORMAT.md). `quality` indexes the model's
-    quality ladder (rawbit/ladder.py); with `learned_only`, its own rate points, no layer above."""
+    quality ladder (rawbit/ladder.py); with `learned_only`, its own rate points, no layer above.
+    `effort` (ladder.EFFORTS): how many ways of coding each quality the encoder weighs."""
     loaded = load_model(model)
     raw = read_raw(path)
     exif = _exif(path)
     f = encode_raw(
-        raw, loaded.model, loaded.model_id, quality, pick_device(device), exif, name=str(path), learned_only=learned_only
-    )
+        raw, loaded.model, loaded.model_id, quality, pick_device(device), exif, name=str(path),
+        learned_only=learned_only, effort=effort,
+    )  # fmt: skip
     return bitstream.build(f)
 
 
@@ -151,10 +153,16 @@ def reference(path: str | Path) -> np.ndarray:
     return reference_rendering(path, oriented=True)
 
 
-def model_qualities(model: str | Path | None = "default", learned_only: bool = False) -> list[int]:
+def model_qualities(
+    model: str | Path | None = "default", learned_only: bool = False, only: tuple[int, ...] = ()
+) -> list[int]:  # fmt: skip
     """Every quality the model offers (rawbit/ladder.py): rate points, then detail and archive
-    settings; with `learned_only`, its rate points alone."""
-    return list(range(1, len(ladder.settings(load_model(model).model, learned_only)) + 1))
+    settings; with `learned_only`, its rate points alone. Those of `only` alone when given, one
+    the model does not offer refused as `encode` refuses it."""
+    m = load_model(model).model
+    for q in only:
+        ladder.check(m, q, learned_only)
+    return [q for q in range(1, len(ladder.settings(m, learned_only)) + 1) if not only or q in only]
 
 
 def model_id(model: str | Path | None = "default") -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import archive, bitstream, correction, detail, isp, ladder
+from . import DEFAULT_EFFORT, archive, bitstream, correction, detail, isp, ladder
 from .bitstream import DEFAULT_MAX_PIXELS, RbitFile
 from .device import one_thread_per_op
 from .errors import BitstreamError, ModelError, RawbitError
@@ -114,30 +114,23 @@ def synthesize_boxes(
                 run(box)
 
 
-def check_quality(model: RBN, quality: int, learned_only: bool = False) -> ladder.Setting:
-    """What a quality the model offers means (rawbit/ladder.py), else a readable error."""
-    offered = ladder.settings(model, learned_only)
-    if not 1 <= quality <= len(offered):
-        raise RawbitError(f"quality {quality} is out of range: this model has {ladder.describe(model, learned_only)}")
-    return offered[quality - 1]
-
-
 @torch.inference_mode()
 def encode_raw(
     raw: RawImage, model: RBN, model_id: str, quality: int, device: torch.device, exif: bytes = b"",
-    name: str = "input", learned_only: bool = False,
+    name: str = "input", learned_only: bool = False, effort: str = DEFAULT_EFFORT,
 ) -> RbitFile:  # fmt: skip
     """Code one packed RAW photo at a quality (1-based), as a format-6 file: colour metadata in
     the header, the probability path in exact integers (nets/probability.py), and a correction
     filter for the learned photo when it pays (rawbit/correction.py). A quality above the learned
     points (rawbit/ladder.py) adds a detail layer (rawbit/detail.py; format 7 when a loop filter
     follows it) or is an archive setting (rawbit/archive.py, format 4). A setting with
-    alternatives is coded the way that suits the photo best (_best_way). `learned_only`: `quality` is one of the model's own rate
-    points, what the network gives alone: no filter, no layer (format 3)."""
+    alternatives is coded the way that suits the photo best (_best_way); `effort` says which ways
+    are weighed (rawbit.EFFORTS). `learned_only`: `quality` is one of the model's own rate points,
+    what the network gives alone: no filter, no layer (format 3)."""
     if not hasattr(model, "compress_latent"):
         raise ModelError("this model renders RAW photos without compressing them (an ISP-Net); "
                          "code with a codec such as the default or a cascade")
-    setting = check_quality(model, quality, learned_only)
+    setting = ladder.check(model, quality, learned_only, effort)
     if model.config.input == "srgb":
         raise RawbitError("this model encodes sRGB images, not RAW photos")
     # The header stores the colour metadata as float32, exactly what the networks receive.
@@ -175,10 +168,10 @@ def encode_raw(
         return dataclasses.replace(
             f, version=4, quality=quality, archive=stream, archive_base=setting.rate, archive_shift=setting.archive_shift
         )
-    f, step = dataclasses.replace(f, version=6), setting.detail_step
+    f, step, whole = dataclasses.replace(f, version=6), setting.detail_step, None
     if setting.alternatives and not bitstream.render_problem(f.height, f.width, ccm_values, "a trial"):
         try:  # the trial renders the photo as LibRaw does: without that, the setting's own way
-            f, y_hat, step = _best_way(setting, (f, y_hat), y, header, model, balanced, wb, ccm, device, name)
+            f, y_hat, step, whole = _best_way(setting, (f, y_hat), y, header, model, balanced, wb, ccm, device, name)
         except (RenderError, ValueError) as e:
             if step:
                 raise _unrenderable(name, e) from e
@@ -186,11 +179,14 @@ def encode_raw(
             if not step:
                 return f  # a learned point, its correction filter already fitted by the trial
     if step:
-        photo = _synthesized_photo(f, model, y_hat, device, name)
-        try:
-            target = _rendering(balanced, f.pad, (f.height, f.width), ccm)
-        except (RenderError, ValueError) as e:
-            raise _unrenderable(name, e) from e
+        if whole is None:
+            photo = _synthesized_photo(f, model, y_hat, device, name)
+            try:
+                target = _rendering(balanced, f.pad, (f.height, f.width), ccm)
+            except (RenderError, ValueError) as e:
+                raise _unrenderable(name, e) from e
+        else:  # a small photo's trial made both already
+            photo, target = whole
         f = _with_correction(f, correction.patches(_visible(photo, f), target))
         base, target = _detail_base(photo, f), orient(target, f.orientation)
         f, residual = _with_detail(f, base, target, quality, step, name)
@@ -199,7 +195,7 @@ def encode_raw(
         return f  # the filter is fitted to LibRaw's rendering: without one, the photo goes as it is
     try:
         targets = _correction_targets(f, model, balanced, ccm)
-        return _with_correction(f, _correction_pairs(f, model, y_hat, targets, wb, ccm, device, name))
+        return _with_correction(f, _correction_pairs(f, model, y_hat, targets, wb, ccm, device, name)[0])
     except (RenderError, ValueError):
         return f
 
@@ -224,30 +220,32 @@ def _learned_layer(model: RBN, y: Tensor, rate: int, header: dict, name: str) ->
 def _best_way(
     setting: ladder.Setting, first: tuple[RbitFile, Tensor], y: Tensor, header: dict, model: RBN, balanced: Tensor,
     wb: Tensor, ccm: Tensor, device: torch.device, name: str,
-) -> tuple[RbitFile, Tensor, int]:  # fmt: skip
+) -> tuple[RbitFile, Tensor, int, Whole | None]:  # fmt: skip
     """Of a setting's ways to code the photo (ladder.Setting.ways), the one that scores best:
-    (the learned layer's file, its latent, the detail step or 0). A learned point's file comes with
-    the correction filter its trial fitted: the same pairs the file's own fit would take."""
-    best: tuple[float, RbitFile, Tensor, int] | None = None
+    (the learned layer's file, its latent, the detail step or 0, the whole photo and its rendering
+    when the trial made them). A learned point's file comes with the correction filter its trial
+    fitted: the same pairs the file's own fit would take."""
+    best: tuple[float, RbitFile, Tensor, int, Whole | None] | None = None
     targets = _correction_targets(first[0], model, balanced, ccm)
     for rate, step in setting.ways():
         f, y_hat = first if rate == setting.rate else _learned_layer(model, y, rate, dict(header, version=6), name)
-        score, tried = _trial_score(f, y_hat, step, model, targets, wb, ccm, device, name)
+        score, tried, whole = _trial_score(f, y_hat, step, model, targets, wb, ccm, device, name)
         if best is None or score > best[0]:
-            best = (score, f if step else tried, y_hat, step)
+            best = (score, f if step else tried, y_hat, step, whole)
     assert best is not None
-    return best[1], best[2], best[3]
+    return best[1:]
 
 
 def _trial_score(
     f: RbitFile, y_hat: Tensor, step: int, model: RBN, targets: Targets, wb: Tensor, ccm: Tensor,
     device: torch.device, name: str,
-) -> tuple[float, RbitFile]:  # fmt: skip
+) -> tuple[float, RbitFile, Whole | None]:  # fmt: skip
     """How well the learned layer of `f`, with a detail layer of `step` when > 0, codes the photo
     (metrics.rd_score), tried where the correction filter is fitted (patches spread over a large
     photo, else the whole): the filter fitted and applied, a layer coded and rebuilt, its bytes
-    scaled from the patches' area to the photo's. With `f` as the filter left it."""
-    pairs = _correction_pairs(f, model, y_hat, targets, wb, ccm, device, name)
+    scaled from the patches' area to the photo's. With `f` as the filter left it, and the whole
+    photo and its rendering when it was tried on them."""
+    pairs, whole = _correction_pairs(f, model, y_hat, targets, wb, ccm, device, name)
     f = _with_correction(f, pairs)
     weights = correction.unpack(f.correction, name) if f.correction else None
     layer_bytes, area, error = 0, 0, 0.0
@@ -261,7 +259,7 @@ def _trial_score(
         layer_bytes, area = layer_bytes + len(stream), area + reference.shape[0] * reference.shape[1]
     bits = 8 * (len(bitstream.build(f)) + layer_bytes * f.height * f.width / area)
     mse = torch.tensor(error / (3 * area * 255.0**2), dtype=torch.float64)
-    return rd_score(float(psnr_from_mse(mse)), bits), f
+    return rd_score(float(psnr_from_mse(mse)), bits), f, whole
 
 
 def _rendering(
@@ -274,6 +272,7 @@ def _rendering(
 
 
 Targets = tuple[list[tuple[int, int]], list[np.ndarray]]
+Whole = tuple[Tensor, np.ndarray]  # a small photo's synthesis (1, 3, H', W'), LibRaw's rendering (h, w, 3)
 
 
 def _correction_targets(f: RbitFile, model: RBN, balanced: Tensor, ccm: Tensor) -> Targets:
@@ -296,14 +295,14 @@ def _correction_targets(f: RbitFile, model: RBN, balanced: Tensor, ccm: Tensor) 
 def _correction_pairs(
     f: RbitFile, model: RBN, y_hat: Tensor, targets: Targets, wb: Tensor, ccm: Tensor, device: torch.device,
     name: str,
-) -> list[tuple[Tensor, np.ndarray, int]]:  # fmt: skip
+) -> tuple[list[tuple[Tensor, np.ndarray, int]], Whole | None]:  # fmt: skip
     """(learned photo, LibRaw's rendering, border) to fit the correction filter on, at a rate point:
     the learned photo where `targets` were rendered, each patch synthesised with FIT_HALO_PX of
-    context."""
+    context; and, for a small photo, the whole photo synthesised and its rendering, for a layer."""
     boxes, renders = targets
     if not boxes:
         photo = _synthesized_photo(f, model, y_hat, device, name)
-        return correction.patches(_visible(photo, f), renders[0])
+        return correction.patches(_visible(photo, f), renders[0]), (photo, renders[0])
     stride, side = model.config.latent_stride, correction.PATCH
     photos: dict[tuple[int, int, int, int], Tensor] = {}
     with _transforms_on(model, device):
@@ -316,7 +315,7 @@ def _correction_pairs(
             raise RawbitError(f"{name}: cannot be coded (the decoder's output is not finite)")
         # one pixel of the patch's border has no neighbours in it: the filter sees them in the photo
         pairs.append((photo, target, 1))
-    return pairs
+    return pairs, None
 
 
 def _with_correction(f: RbitFile, pairs: list[tuple[Tensor, np.ndarray, int]]) -> RbitFile:

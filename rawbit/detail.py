@@ -42,12 +42,15 @@ Why this shape (measured on the real test cameras, cameras no model trained on; 
   -10.6, -6, -6 % bpp for -0.11, -0.09, -0.04 dB; its BD-rate against WebP over qualities 3-14
   -5.95 -> -8.38 %), the Nikon D1 at quality 5 only (-3 % bpp, -0.10 dB). Each costs the encoder
   one more trial at those qualities, never the default's path.
-- Not at the default (quality 6, measured at stop 25): a layer of step 90 over point 3 codes the
-  DC50 in 0.234 bpp at 31.36 dB (point 6: 0.322, 31.19) and the Nikon D1 in 0.247 at 30.81 (0.272,
-  30.67), the Blackmagic keeps point 6: the mean curve's BD-rate against WebP would go from +3.15
-  to +0.20 % (docs/bench.md, stop 25). But the trial and the layer make the default's 12 MP encode 40.2 s instead of
-  11.6 s (benchmarks/speed.py, 2 threads, the synthetic photo takes the layer), its decode 24.7 s
-  instead of 19.9, against the default's targets of 6 s and 8 s.
+- At the default (quality 6) only at the `best` effort (BELOW_BEST; `rawbit encode --effort best`,
+  since stop 26): a layer of step 90 over point 3 codes the DC50 in 0.234 bpp at 31.36 dB (point
+  6: 0.322, 31.19) and the Nikon D1 in 0.247 at 30.81 (0.272, 30.67), the Blackmagic keeps point
+  6: the mean curve's BD-rate against WebP goes from +3.15 to +0.20 % (docs/bench.md, stop 26).
+  But the trial and the layer make a 12 MP encode 65.9 s instead of 13.4 s (benchmarks/speed.py,
+  2 threads, the synthetic photo takes the layer), its decode 27.7 s instead of 21.1, against the
+  default's targets of 6 s and 8 s. Over point 4 or 3 as the detail settings: points 5 and 2,
+  tried too, never scored best (qualities 6-9 on the Nikon D1 and the DC50, 6-7 on the
+  Blackmagic; stop 26).
 - Deblocking the residual across its 16-pixel block edges (a fixed H.264-like edge filter) lifts
   the photo +0.15-0.25 dB at steps 32-180, but only +0.08-0.10 dB once the loop filter is fitted
   after it: the loop filter already takes most of what it would.
@@ -72,11 +75,13 @@ STEPS = (64, 45, 32, 22, 16, 11)
 BASE = 6  # the shipped models' default rate point: the learned points end there, the layers begin
 # Other learned points a detail layer above BASE may go over; the encoder tries each on the photo.
 OTHER_BASES = (4, 3)
-# Qualities below BASE that may be a coarse layer over a lower learned point instead of their own:
+# Qualities up to BASE that may be a coarse layer over a lower learned point instead of their own:
 # quality -> (step, the lower points); the encoder tries each, and the learned point alone. The
-# steps go on from STEPS' ratio of about 1/sqrt(2) per quality (128 and 180 above its 64). BASE,
-# the default, has no alternatives: for its speed (the module's note).
+# steps go on from STEPS' ratio of about 1/sqrt(2) per quality (90, 128 and 180 above its 64).
+# BASE, the default, has alternatives only at the `best` effort (ladder.EFFORTS): they triple its
+# 12 MP encode (the module's note).
 BELOW = {4: (180, (3, 2, 1)), 5: (128, (4, 3, 2))}
+BELOW_BEST = {**BELOW, BASE: (90, OTHER_BASES)}
 # Bumped whenever what the layer codes or which quality is which changes (benchmark caches key on it).
 CODING = 5
 BLOCK = 16

@@ -5,7 +5,8 @@ ones), the qualities rise in rate and in PSNR on every real test photo measured 
 
     1 .. BASE                 the learned rate points 1 .. BASE (with a correction filter); at
                               the qualities in detail.BELOW, or a coarse detail layer over a lower
-                              point, whichever codes the photo best
+                              point, whichever codes the photo best (and at BASE too, at the
+                              `best` effort: detail.BELOW_BEST)
     BASE + 1 .. + len(STEPS)  a detail layer (rawbit/detail.py), coarsest first, over rate point
                               BASE or one of detail.OTHER_BASES, whichever codes the photo best
     then len(SHIFTS) more     an archive layer (rawbit/archive.py): the sensor data within a bound
@@ -23,7 +24,8 @@ import dataclasses
 
 import torch
 
-from . import archive, detail
+from . import DEFAULT_EFFORT, EFFORTS, archive, detail
+from .errors import RawbitError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +41,19 @@ class Setting:
     archive_shift: int = 0  # > 0: an archive layer of step 2**-shift
 
 
-def settings(model: torch.nn.Module, learned_only: bool = False) -> list[Setting]:
-    """The model's qualities in order: settings(model)[quality - 1]."""
+# What each of the encoder's efforts (`rawbit encode --effort`, rawbit.EFFORTS) weighs; the files
+# all decode the same way, whatever effort made them:
+#   fast    each quality's first way alone, no trial (the detail layer over BASE, the learned point)
+#   normal  every way in detail.BELOW and OTHER_BASES; the default (quality 6) stays the learned point
+#   best    also a coarse layer at the default, detail.BELOW_BEST (~3x its encode on a 12 MP photo)
+
+
+def settings(model: torch.nn.Module, learned_only: bool = False, effort: str = DEFAULT_EFFORT) -> list[Setting]:
+    """The model's qualities in order: settings(model)[quality - 1], with the ways `effort` weighs."""
+    if effort not in EFFORTS:
+        raise RawbitError(f"effort {effort!r} is not one of {', '.join(EFFORTS)}")
+    below = {} if effort == "fast" else detail.BELOW_BEST if effort == "best" else detail.BELOW
+    others = () if effort == "fast" else detail.OTHER_BASES
     n = model.n_rates
     if learned_only or not archive.levels(model):
         return [Setting(r) for r in range(1, n + 1)]
@@ -49,14 +62,20 @@ def settings(model: torch.nn.Module, learned_only: bool = False) -> list[Setting
         details: list[Setting] = []
     else:
         learned = [
-            Setting(r, alternatives=tuple((b, detail.BELOW[r][0]) for b in detail.BELOW[r][1])) if r in detail.BELOW
+            Setting(r, alternatives=tuple((b, below[r][0]) for b in below[r][1])) if r in below
             else Setting(r) for r in range(1, detail.BASE + 1)
         ]  # fmt: skip
-        details = [
-            Setting(detail.BASE, detail_step=s, alternatives=tuple((b, s) for b in detail.OTHER_BASES)) for s in detail.STEPS
-        ]
+        details = [Setting(detail.BASE, detail_step=s, alternatives=tuple((b, s) for b in others)) for s in detail.STEPS]
     base = max(1, n - archive.BASE_BELOW_TOP)
     return learned + details + [Setting(base, archive_shift=s) for s in archive.SHIFTS]
+
+
+def check(model: torch.nn.Module, quality: int, learned_only: bool = False, effort: str = DEFAULT_EFFORT) -> Setting:
+    """What a quality the model offers means, else the one error every caller gives for it."""
+    offered = settings(model, learned_only, effort)
+    if not 1 <= quality <= len(offered):
+        raise RawbitError(f"quality {quality} is out of range: this model has {describe(model, learned_only)}")
+    return offered[quality - 1]
 
 
 def describe(model: torch.nn.Module, learned_only: bool = False) -> str:

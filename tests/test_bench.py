@@ -183,14 +183,16 @@ def test_resume_reuses_finished_points_and_remeasures_changed_files(photos: list
 
 
 def test_learned_codec_encodes_the_raw_file_through_the_api(
-    photos: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    photos: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_weights: Path
 ) -> None:
     import rawbit.api as api
 
     calls: list[tuple] = []
+    efforts: list[str] = []
 
-    def encode(path, *, model, quality, device, learned_only=False):
+    def encode(path, *, model, quality, device, learned_only=False, effort="normal"):
         calls.append(("encode", Path(path).name, model, quality, device))
+        efforts.append(effort)
         return b"R" * (100 * quality)
 
     def decode(data, *, model=None, device="cpu"):
@@ -199,7 +201,8 @@ def test_learned_codec_encodes_the_raw_file_through_the_api(
 
     monkeypatch.setattr(api, "encode", encode)
     monkeypatch.setattr(api, "decode", decode)
-    monkeypatch.setattr(api, "model_qualities", lambda model, learned_only=False: [1, 2])
+    offered = api.model_qualities
+    monkeypatch.setattr(api, "model_qualities", lambda model, learned_only=False, only=(): [q for q in (1, 2) if q in (only or (1, 2))])
     monkeypatch.setattr(api, "model_id", lambda model: "0123abcd")
     codec = RawbitCodec(model="/weights/my-model.safetensors")
     assert codec.name == "rawbit-my-model" and RawbitCodec("default").name == "rawbit-default"
@@ -212,9 +215,16 @@ def test_learned_codec_encodes_the_raw_file_through_the_api(
     calls.clear()
     result = run_bench(photos[:1], [RawbitCodec("default", only=(2,))], tmp_path / "two", progress=False)
     assert [p.quality for p in result.points] == [2] and [c[3] for c in calls if c[0] == "encode"] == [2]
-    with pytest.raises(RawbitError, match="rawbit-default has no quality 7 \\(it offers 1 to 2\\)"):
-        run_bench(photos[:1], [RawbitCodec("default", only=(2, 7))], tmp_path / "seven", progress=False)
-    assert [c for c in calls if c[3] == 7] == []
+    # --effort: each effort but the default is its own curve, its points encoded at that effort.
+    efforts.clear()
+    best = RawbitCodec("default", only=(1,), effort="best")
+    assert [p.codec for p in run_bench(photos[:1], [best], tmp_path / "best", progress=False).points] == ["rawbit-default-best"]
+    assert efforts == ["best"] and best.cache_id() != RawbitCodec("default").cache_id()
+
+    monkeypatch.setattr(api, "model_qualities", offered)  # the model's own ladder, as encode checks it
+    with pytest.raises(RawbitError, match=f"rawbit-{tiny_weights.stem}: quality 99 is out of range: this model has rate points 1 to"):
+        run_bench(photos[:1], [RawbitCodec(str(tiny_weights), only=(2, 99))], tmp_path / "seven", progress=False)
+    assert [c for c in calls if c[3] == 99] == []
 
 
 def test_unreadable_raw_is_reported_and_skipped(tmp_path: Path) -> None:

@@ -57,6 +57,16 @@ def test_default_output_names_sit_beside_the_input(tmp_path, tiny_weights):
     assert (tmp_path / "shot.png").is_file()
 
 
+def test_effort_changes_how_hard_the_encoder_looks_never_how_the_file_decodes(tmp_path, tiny_weights, encoded):
+    fast = tmp_path / "fast.rbit"
+    assert run("encode", SAMPLE_DNG, "-o", fast, "--model", tiny_weights, "--effort", "fast").exit_code == 0
+    assert fast.read_bytes() == encoded.read_bytes()  # the default quality has no other way to weigh
+    assert run("decode", fast, "-o", tmp_path / "fast.png", "--model", tiny_weights).exit_code == 0
+    bad = run("encode", SAMPLE_DNG, "-o", tmp_path / "x.rbit", "--model", tiny_weights, "--effort", "max")
+    assert bad.exit_code == 2 and "'max' is not one of 'fast', 'normal', 'best'" in bad.output
+    assert not (tmp_path / "x.rbit").exists()
+
+
 def test_sixteen_bit_png(tmp_path, tiny_weights, encoded):
     png = tmp_path / "p16.png"
     assert run("decode", encoded, "-o", png, "--bits", "16", "--model", tiny_weights).exit_code == 0

@@ -12,8 +12,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rawbit import api, bitstream, correction, detail, ladder, laplace
-from rawbit.errors import BitstreamError
+from rawbit import DEFAULT_EFFORT, EFFORTS, api, bitstream, correction, detail, ladder, laplace
+from rawbit.errors import BitstreamError, RawbitError
 from rawbit.metrics import psnr, rd_score
 from rawbit.nets.registry import load_model
 
@@ -88,13 +88,52 @@ def test_each_setting_with_alternatives_codes_the_photo_the_way_that_scores_best
         ways = settings(load_model(tiny_weights).model)[q - 1].ways()
         assert chosen in ways, (q, chosen)
         for rate, step in ways:
-            monkeypatch.setattr(ladder, "settings", lambda m, lo=False, q=q, way=ladder.Setting(rate, step): [
-                way if i == q - 1 else s for i, s in enumerate(settings(m, lo))])
+            monkeypatch.setattr(ladder, "settings", lambda m, lo=False, effort=DEFAULT_EFFORT, q=q, way=ladder.Setting(rate, step): [
+                way if i == q - 1 else s for i, s in enumerate(settings(m, lo, effort))])
             alone = api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu")
             if (rate, step) == chosen:
                 assert alone == data, q
             else:
                 assert score(alone) <= score(data) + 0.01, (q, rate, step)
+
+
+def test_the_encoders_effort_says_how_many_ways_it_weighs(tiny_weights):
+    # fast: each quality's first way alone; normal: the ways of detail.BELOW and OTHER_BASES; best:
+    # the default quality's too (detail.BELOW_BEST). The ladder and each quality's first way are
+    # the same at every effort: an effort never changes what a quality means, only how hard the
+    # encoder looks.
+    model = load_model(tiny_weights).model
+    fast, normal, best = (ladder.settings(model, effort=e) for e in EFFORTS)
+    assert [s.ways()[0] for s in fast] == [s.ways()[0] for s in normal] == [s.ways()[0] for s in best]
+    assert not any(s.alternatives for s in fast) and any(s.alternatives for s in normal)
+    assert not normal[detail.BASE - 1].alternatives and best[detail.BASE - 1].alternatives
+    assert [s for q, s in enumerate(best, 1) if q != detail.BASE] == [s for q, s in enumerate(normal, 1) if q != detail.BASE]
+    with pytest.raises(RawbitError, match="effort 'hard' is not one of fast, normal, best"):
+        api.encode(SAMPLE_DNG, model=tiny_weights, effort="hard")
+
+
+def test_best_effort_codes_the_default_the_way_that_scores_best_and_fast_tries_none(tiny_weights, monkeypatch):
+    from rawbit import codec
+
+    ref = api.reference(SAMPLE_DNG)
+    tried = []
+    trial = codec._trial_score
+    monkeypatch.setattr(codec, "_trial_score", lambda f, y_hat, step, *a: tried.append((f.quality, step)) or trial(f, y_hat, step, *a))
+
+    def score(data: bytes) -> float:
+        return rd_score(psnr(ref, api.decode(data, model=tiny_weights, device="cpu")), 8 * len(data))
+
+    normal = api.encode(SAMPLE_DNG, model=tiny_weights, quality=detail.BASE, device="cpu")
+    best = api.encode(SAMPLE_DNG, model=tiny_weights, quality=detail.BASE, device="cpu", effort="best")
+    f = bitstream.parse(best)
+    step, bases = detail.BELOW_BEST[detail.BASE]
+    assert tried == [(detail.BASE, 0)] + [(b, step) for b in bases]  # none at the normal effort, each way at best
+    assert (f.detail_base, f.detail_step) in [(0, 0)] + [(b, step) for b in bases] and f.quality == detail.BASE
+    assert score(best) >= score(normal) - 0.01
+    q = detail_qualities(tiny_weights)[0]
+    tried.clear()
+    fast = bitstream.parse(api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu", effort="fast"))
+    assert (fast.detail_base, fast.detail_step) == (detail.BASE, detail.STEPS[0]) and not tried
 
 
 def test_a_settings_ways_are_weighed_on_one_rendering_of_the_patches(tmp_path, tiny_weights, monkeypatch):
@@ -114,6 +153,21 @@ def test_a_settings_ways_are_weighed_on_one_rendering_of_the_patches(tmp_path, t
     patches = [size for size in renders if size == (side, side)]
     assert len(patches) == correction.GRID**2, renders
     assert len(renders) == len(patches) + (1 if bitstream.parse(data).detail else 0)
+
+
+def test_a_small_photo_is_rendered_once_and_synthesised_once_a_way(tiny_weights, monkeypatch):
+    # A photo too small for patches is tried whole: the photo and LibRaw's rendering the winning
+    # way's trial made are the ones its layer is coded against, not made again.
+    from rawbit import codec
+
+    q = detail_qualities(tiny_weights)[0]
+    renders, synths = [], []
+    render, synthesise = codec.render_planes, codec._synthesized_photo
+    monkeypatch.setattr(codec, "render_planes", lambda *a, **k: renders.append(a[2]) or render(*a, **k))
+    monkeypatch.setattr(codec, "_synthesized_photo", lambda *a, **k: synths.append(a[0].quality) or synthesise(*a, **k))
+    f = bitstream.parse(api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu"))
+    ways = ladder.settings(load_model(tiny_weights).model)[q - 1].ways()
+    assert f.detail and len(renders) == 1 and sorted(synths) == sorted(rate for rate, _ in ways)
 
 
 def test_the_residual_codes_and_decodes_with_many_chunks_and_an_odd_size(monkeypatch):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .. import DEFAULT_EFFORT, EFFORTS
 from ..cli import Command
 from ..errors import RawbitError
 
@@ -16,6 +17,7 @@ Examples:
   rawbit bench a.NEF b.CR2 --models default --codecs jpeg,avif --anchor avif --out out
   rawbit bench photos/ --out out --resume --jobs 2
   rawbit bench photos/ --codecs webp --anchor webp --qualities 4,6,9 --out out
+  rawbit bench photos/ --codecs webp --anchor webp --effort normal,best --out out
   rawbit bench photos/ --models default --codecs "" --out ci \\
       --check baseline/bench.json --tolerance-bpp 1% --tolerance-psnr 0.05
 """
@@ -60,6 +62,9 @@ def _split(text: str) -> list[str]:
 @click.option("--qualities", "qualities", default="", metavar="LIST",
               help="Comma-separated qualities of the models to bench, e.g. 1,6,9 (default: all they "
                    "offer); --check then compares these points alone.")
+@click.option("--effort", "efforts", default=DEFAULT_EFFORT, show_default=True, metavar="LIST",
+              help=f"Comma-separated encoder efforts ({', '.join(EFFORTS)}) to bench the models at; "
+                   "each but the default is its own curve, e.g. rawbit-default-best.")  # fmt: skip
 @click.option("--device", default="cpu", show_default=True, help="Torch device for the models.")
 @click.option("--resume", is_flag=True, help="Reuse points already measured in OUT/cache.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
@@ -72,8 +77,8 @@ def _split(text: str) -> list[str]:
               help="Allowed bpp rise per rate point: '1%' of the baseline, or absolute bpp.")
 @click.option("--tolerance-psnr", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="Allowed PSNR fall per rate point, dB.")
-def bench(data, out, models, codecs, anchor, learned_only, qualities, device, resume, jobs, keep_files, progress, baseline,
-          tolerance_bpp, tolerance_psnr) -> None:
+def bench(data, out, models, codecs, anchor, learned_only, qualities, efforts, device, resume, jobs, keep_files, progress,
+          baseline, tolerance_bpp, tolerance_psnr) -> None:
     """Rate-distortion and speed of rawbit models against JPEG, WebP, AVIF and JPEG XL.
 
     DATA are RAW files or folders of them. Each model encodes the RAW to a real .rbit and decodes
@@ -90,7 +95,11 @@ def bench(data, out, models, codecs, anchor, learned_only, qualities, device, re
         only = tuple(sorted({int(q) for q in _split(qualities)}))
     except ValueError:
         raise click.BadParameter(f"{qualities!r} is not a list of numbers such as 1,6,9", param_hint="--qualities")
-    codec_list = make_codecs(_split(codecs), _split(models), device=device, learned_only=learned_only, qualities=only)
+    wrong = [e for e in _split(efforts) if e not in EFFORTS]
+    if wrong or not _split(efforts):
+        raise click.BadParameter(f"{efforts!r}: give efforts from {', '.join(EFFORTS)}", param_hint="--effort")
+    codec_list = make_codecs(_split(codecs), _split(models), device=device, learned_only=learned_only, qualities=only,
+                             efforts=tuple(dict.fromkeys(_split(efforts))))  # fmt: skip
     names = [c.name for c in codec_list]
     if not codec_list:
         raise click.UsageError("nothing to bench: give --models and/or --codecs")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import DEFAULT_EFFORT
 from ..errors import RawbitError
 
 try:  # at import, so that --jobs worker processes (which unpickle codecs here) can save JXL too
@@ -134,31 +135,31 @@ class RawbitCodec(Codec):
     suffix: str = ".rbit"
     learned_only: bool = False  # the model's rate points alone, no detail or archive layer
     only: tuple[int, ...] = ()  # these qualities alone (empty: all the model offers)
+    effort: str = DEFAULT_EFFORT  # the encoder's (rawbit.EFFORTS)
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        """"rawbit-<model>" (a weights file by its stem): one namespace with the standard codecs,
-        and usable as a file name in the outputs."""
+        """"rawbit-<model>" (a weights file by its stem), "-<effort>" after it when not the default's:
+        one namespace with the standard codecs, and usable as a file name in the outputs."""
         label = Path(self.model).stem if ("/" in self.model or self.model.endswith(".safetensors")) else self.model
-        return f"rawbit-{label}"
+        return f"rawbit-{label}" + ("" if self.effort == DEFAULT_EFFORT else f"-{self.effort}")
 
     def qualities(self) -> list[int]:
         """The qualities the model offers (rawbit/ladder.py), or those of `only`; one it does not
         offer is an error before anything is benched."""
         from .. import api
 
-        offered = list(api.model_qualities(self.model, self.learned_only))
-        missing = sorted(set(self.only) - set(offered))
-        if missing:
-            raise RawbitError(f"{self.name} has no quality {', '.join(map(str, missing))} "
-                              f"(it offers {offered[0]} to {offered[-1]})")
-        return [q for q in offered if q in self.only] if self.only else offered
+        try:
+            return api.model_qualities(self.model, self.learned_only, self.only)
+        except RawbitError as e:
+            raise RawbitError(f"{self.name}: {e}") from e
 
     def description(self) -> str:
         """Model name and content hash."""
         from .. import api
 
-        return f"rawbit model {self.model} ({api.model_id(self.model)}) on {self.device}"
+        effort = "" if self.effort == DEFAULT_EFFORT else f", effort {self.effort}"
+        return f"rawbit model {self.model} ({api.model_id(self.model)}) on {self.device}{effort}"
 
     def cache_id(self) -> str:
         """The model's content hash and the layers' coding: new weights, a new layer or a new
@@ -168,7 +169,8 @@ class RawbitCodec(Codec):
         if self.learned_only:
             return f"{api.model_id(self.model)}+learned"
         layers = f"archive{archive.CODING}+detail{detail.CODING}+correction{correction.CODING}"
-        return f"{api.model_id(self.model)}+{layers}"
+        effort = "" if self.effort == DEFAULT_EFFORT else f"+{self.effort}"  # the default's keys stay as they were
+        return f"{api.model_id(self.model)}+{layers}{effort}"
 
     def prepare(self) -> None:
         """rawbit.api caches loaded models per process: load it now, outside the timed calls."""
@@ -180,7 +182,8 @@ class RawbitCodec(Codec):
         """rawbit.api.encode of the RAW file itself."""
         from .. import api
 
-        return api.encode(path, model=self.model, quality=quality, device=self.device, learned_only=self.learned_only)
+        return api.encode(path, model=self.model, quality=quality, device=self.device, learned_only=self.learned_only,
+                          effort=self.effort)  # fmt: skip
 
     def decode(self, data: bytes) -> np.ndarray:
         """rawbit.api.decode; the header names the model, ours is the hint for uninstalled weights."""
@@ -190,11 +193,14 @@ class RawbitCodec(Codec):
 
 
 def make_codecs(
-    codecs: list[str], models: list[str], device: str = "cpu", learned_only: bool = False, qualities: tuple[int, ...] = ()
+    codecs: list[str], models: list[str], device: str = "cpu", learned_only: bool = False, qualities: tuple[int, ...] = (),
+    efforts: tuple[str, ...] = (DEFAULT_EFFORT,),
 ) -> list[Codec]:  # fmt: skip
-    """Codec objects for the CLI's --codecs and --models lists (models first); `qualities`: the
-    models' qualities to bench (empty: all)."""
+    """Codec objects for the CLI's --codecs and --models lists (models first, each at every effort
+    of `efforts`); `qualities`: the models' qualities to bench (empty: all)."""
     from .dng_jxl import DngJxlCodec
 
     others = [DngJxlCodec() if c == "dng-jxl" else PillowCodec(c) for c in codecs]
-    return [RawbitCodec(model=m, device=device, learned_only=learned_only, only=qualities) for m in models] + others
+    learned = [RawbitCodec(model=m, device=device, learned_only=learned_only, only=qualities, effort=e)
+               for m in models for e in efforts]  # fmt: skip
+    return learned + others
