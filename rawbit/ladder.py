@@ -21,6 +21,7 @@ correction filter when it pays for its bytes (rawbit/correction.py)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import torch
 
@@ -45,15 +46,29 @@ class Setting:
 # all decode the same way, whatever effort made them:
 #   fast    each quality's first way alone, no trial (the detail layer over BASE, the learned point)
 #   normal  every way in detail.BELOW and OTHER_BASES; the default (quality 6) stays the learned point
-#   best    also a coarse layer at the default, detail.BELOW_BEST (~3x its encode on a 12 MP photo)
+#   best    also a coarse layer at the default (quality 6), detail.BELOW_BEST (~5x its encode on
+#           a 12 MP photo)
+
+
+def _ways(effort: str) -> tuple[dict[int, tuple[int, tuple[int, ...]]], tuple[int, ...]]:
+    """(the qualities up to detail.BASE that may be a layer: quality -> (step, lower points), the
+    other bases of the detail settings) that `effort` weighs."""
+    if effort not in EFFORTS:
+        raise RawbitError(f"effort {effort!r} is not one of {', '.join(EFFORTS)}")
+    if effort == "fast":
+        return {}, ()
+    return (detail.BELOW_BEST if effort == "best" else detail.BELOW), detail.OTHER_BASES
+
+
+def effort_id(effort: str) -> str:
+    """What `effort` weighs, as a short digest: benchmark caches key on it (a changed table is a
+    new curve, whatever the effort is called)."""
+    return hashlib.sha256(repr(_ways(effort)).encode()).hexdigest()[:8]
 
 
 def settings(model: torch.nn.Module, learned_only: bool = False, effort: str = DEFAULT_EFFORT) -> list[Setting]:
     """The model's qualities in order: settings(model)[quality - 1], with the ways `effort` weighs."""
-    if effort not in EFFORTS:
-        raise RawbitError(f"effort {effort!r} is not one of {', '.join(EFFORTS)}")
-    below = {} if effort == "fast" else detail.BELOW_BEST if effort == "best" else detail.BELOW
-    others = () if effort == "fast" else detail.OTHER_BASES
+    below, others = _ways(effort)
     n = model.n_rates
     if learned_only or not archive.levels(model):
         return [Setting(r) for r in range(1, n + 1)]

@@ -99,15 +99,21 @@ def test_each_setting_with_alternatives_codes_the_photo_the_way_that_scores_best
 
 def test_the_encoders_effort_says_how_many_ways_it_weighs(tiny_weights):
     # fast: each quality's first way alone; normal: the ways of detail.BELOW and OTHER_BASES; best:
-    # the default quality's too (detail.BELOW_BEST). The ladder and each quality's first way are
-    # the same at every effort: an effort never changes what a quality means, only how hard the
-    # encoder looks.
+    # those of detail.BELOW_BEST, the default quality's among them. The ladder and each quality's
+    # first way are the same at every effort: an effort never changes what a quality means, only
+    # how hard the encoder looks.
     model = load_model(tiny_weights).model
     fast, normal, best = (ladder.settings(model, effort=e) for e in EFFORTS)
     assert [s.ways()[0] for s in fast] == [s.ways()[0] for s in normal] == [s.ways()[0] for s in best]
     assert not any(s.alternatives for s in fast) and any(s.alternatives for s in normal)
     assert not normal[detail.BASE - 1].alternatives and best[detail.BASE - 1].alternatives
-    assert [s for q, s in enumerate(best, 1) if q != detail.BASE] == [s for q, s in enumerate(normal, 1) if q != detail.BASE]
+    more = set(detail.BELOW_BEST) - set(detail.BELOW)
+    assert [s for q, s in enumerate(best, 1) if q not in more] == [s for q, s in enumerate(normal, 1) if q not in more]
+    for q in more:  # a coarser layer than the quality above's, over a lower point
+        step, bases = detail.BELOW_BEST[q]
+        assert best[q - 1].alternatives == tuple((b, step) for b in bases) and max(bases) < q
+        assert step <= bitstream.MAX_DETAIL_STEP and step > detail.BELOW_BEST.get(q + 1, (0,))[0]
+    assert len({ladder.effort_id(e) for e in EFFORTS}) == 3
     with pytest.raises(RawbitError, match="effort 'hard' is not one of fast, normal, best"):
         api.encode(SAMPLE_DNG, model=tiny_weights, effort="hard")
 

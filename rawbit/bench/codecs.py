@@ -169,7 +169,10 @@ class RawbitCodec(Codec):
         if self.learned_only:
             return f"{api.model_id(self.model)}+learned"
         layers = f"archive{archive.CODING}+detail{detail.CODING}+correction{correction.CODING}"
-        effort = "" if self.effort == DEFAULT_EFFORT else f"+{self.effort}"  # the default's keys stay as they were
+        from .. import ladder
+
+        # the default effort's keys stay as they were (detail.CODING covers its tables)
+        effort = "" if self.effort == DEFAULT_EFFORT else f"+{self.effort}-{ladder.effort_id(self.effort)}"
         return f"{api.model_id(self.model)}+{layers}{effort}"
 
     def prepare(self) -> None:
