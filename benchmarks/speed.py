@@ -1,10 +1,11 @@
 """Encode/decode wall time and peak memory for a 12 MP RAW photo, per model (issue: speed targets).
 
     python benchmarks/speed.py                       # lite (shipped default) and paper
-    python benchmarks/speed.py --models rbn-lite --threads 2 --json out.json
+    python benchmarks/speed.py --models default --threads 2 --json out.json
     python benchmarks/speed.py --models rbn-lite --device cuda --threads 16   # on a GPU machine
     python benchmarks/speed.py --models rbn-lite --quality 13   # an archive setting
     python benchmarks/speed.py --models rbn-lite --effort best  # the encoder's slowest effort
+    python benchmarks/speed.py --models default --allocator default  # as a library user's process
 
 Each measurement runs in a fresh process so one model's memory never hides another's; the model
 is loaded and warmed up (one encode) before timing starts. Peak memory is reported twice: the
@@ -42,16 +43,21 @@ def make_photo(path: Path, height: int = 3000, width: int = 4000) -> Path:
     return path
 
 
-def _child(model: str, op: str, photo: str, threads: int, device: str, quality: int, effort: str) -> None:
+def _child(model: str, op: str, photo: str, threads: int, device: str, quality: int, effort: str,
+           allocator: str) -> None:
     import torch
 
     torch.set_num_threads(threads)
     from rawbit import api
+    from rawbit.allocator import keep_freed_memory
+
+    if allocator == "command":
+        keep_freed_memory()  # what the rawbit command does in its own process
     from rawbit.bench.measure import measure
     from rawbit.nets.registry import list_models
 
     weights = model
-    if model not in list_models():
+    if model != "default" and model not in list_models():  # a preset without weights
         from rawbit.nets import create_model
         from rawbit.nets.weights import export
 
@@ -80,21 +86,25 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
     ap.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="rate point or archive setting")
     ap.add_argument("--effort", choices=EFFORTS, default=DEFAULT_EFFORT, help="the encoder's effort")
+    ap.add_argument("--allocator", choices=("command", "default"), default="command",
+                    help="command: the C allocator as the rawbit command sets it (rawbit/allocator.py); "
+                         "default: as a library user's process has it")  # fmt: skip
     ap.add_argument("--json", type=Path)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _child(*args.child, args.threads, args.device, args.quality, args.effort)
+        _child(*args.child, args.threads, args.device, args.quality, args.effort, args.allocator)
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         photo = make_photo(Path(tmp) / "12mp.dng")
         for model in args.models.split(","):
-            row = {"model": model, "device": args.device, "quality": args.quality, "effort": args.effort}
+            row = {"model": model, "device": args.device, "quality": args.quality, "effort": args.effort,
+                   "allocator": args.allocator}
             for op in ("encode", "decode"):
                 p = subprocess.run(
                     [sys.executable, __file__, "--threads", str(args.threads), "--device", args.device,
-                     "--quality", str(args.quality), "--effort", args.effort, "--child", model, op, str(photo)],
+                     "--quality", str(args.quality), "--effort", args.effort, "--allocator", args.allocator, "--child", model, op, str(photo)],
                     capture_output=True, text=True, check=True,
                 )  # fmt: skip
                 r = json.loads(p.stdout.strip().splitlines()[-1])

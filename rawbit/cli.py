@@ -197,6 +197,9 @@ def main() -> None:
       rawbit decode photo.rbit -o photo.png
       rawbit info photo.rbit
     """
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # large arrays reused, not faulted in again (rawbit/allocator.py)
 
 
 @main.command(epilog=EPILOG_ENCODE)
@@ -210,7 +213,7 @@ def main() -> None:
 @click.option("--effort", type=click.Choice(EFFORTS), default=DEFAULT_EFFORT, show_default=True,
               help="How many ways of coding the photo the encoder weighs: fast tries none (the "
                    "quality's first way), best also a coarse detail layer at the default quality "
-                   "(often fewer bits for more dB on photos from unfamiliar cameras, ~3x slower). "
+                   "(often fewer bits for more dB on photos from unfamiliar cameras, ~5x slower there). "
                    "Any effort's file decodes the same way.")  # fmt: skip
 @click.option("--model", default="default", show_default=True, help="Model name or .safetensors path.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

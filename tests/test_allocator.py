@@ -1,0 +1,46 @@
+"""The rawbit command reuses the large blocks it frees instead of having the kernel fault them in
+again (rawbit/allocator.py); the library leaves its host's allocator alone."""
+
+import subprocess
+import sys
+
+import pytest
+
+from click.testing import CliRunner
+
+from rawbit import allocator
+from rawbit.cli import main
+
+# A child process: allocate 400 MB, free it, allocate it again; print the page faults of the second.
+_REUSE = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "keep":
+    from rawbit.allocator import keep_freed_memory
+    assert keep_freed_memory()
+np.ones(50_000_000)  # touched, then freed at once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+again = np.ones(50_000_000)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", _REUSE, mode], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the setting is glibc's")
+def test_a_freed_block_is_reused_without_the_kernel_faulting_it_in_again():
+    kept, fresh = _faults("keep"), _faults("default")
+    assert kept * 10 < fresh, (kept, fresh)
+
+
+def test_the_command_keeps_freed_memory_and_importing_rawbit_does_not(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    import rawbit.api  # noqa: F401  (the library: no call)
+
+    assert calls == []
+    assert CliRunner().invoke(main, ["info", str(tmp_path / "absent.rbit")]).exit_code == 1  # any command
+    assert calls == [1]
