@@ -23,7 +23,7 @@ Examples:
   rawbit encode photo.NEF -o out/photo.rbit --quality 6
   rawbit encode photo.NEF --quality 9          # a detail setting: more fidelity, bigger file
   rawbit encode photo.NEF --quality 13         # archive setting: sensor data within a bound
-  rawbit encode photo.NEF --effort best        # weigh more ways: often a smaller file, ~3x slower
+  rawbit encode photo.NEF --effort best        # weigh more ways: often a smaller file, ~5x slower
   rawbit encode shoot/*.CR2 -o compressed/     # a batch into a folder (created if missing)
 """
 EPILOG_DECODE = """\b

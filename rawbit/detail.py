@@ -80,8 +80,8 @@ OTHER_BASES = (4, 3)
 # Qualities up to BASE that may be a coarse layer over a lower learned point instead of their own:
 # quality -> (step, the lower points); the encoder tries each, and the learned point alone. The
 # steps go on from STEPS' ratio of about 1/sqrt(2) per quality (90, 128 and 180 above its 64).
-# BASE, the default, has alternatives only at the `best` effort (ladder.EFFORTS): they triple its
-# 12 MP encode (the module's note).
+# BASE, the default, has alternatives only at the `best` effort (ladder.EFFORTS): they make its
+# 12 MP encode ~5x slower (the module's note).
 BELOW = {4: (180, (3, 2, 1)), 5: (128, (4, 3, 2))}
 BELOW_BEST = {**BELOW, BASE: (90, OTHER_BASES)}
 # Bumped whenever what the layer codes or which quality is which changes (benchmark caches key on it).
