@@ -9,9 +9,10 @@ to 1 GiB of freed memory kept at its top, a freed block is reused as it is. Meas
 (benchmarks/speed.py, 2 threads, back to back, models/README.md): quality 6 encode 3.93-4.36 ->
 3.22-3.64 s, decode 6.16-6.36 -> 5.09-5.22 s, whole-process peak 1.94 -> 2.64-2.75 GiB; quality 7
 encode 21.17 -> 17.45 s, decode 11.89 -> 8.62 s, peak 3.37 -> 3.84 GiB. mmap off alone (the heap
-trimmed as usual) gained less (quality 7: 19.8 s, 10.3 s, in a quick check). Freed memory stays with the
-process until it ends: the command owns its process, so it makes this trade; the library
-(rawbit.api) never changes its host's allocator."""
+trimmed as usual) gained less (quality 7: 19.8 s, 10.3 s, in a quick check). Freed memory stays
+with the process until it ends: the commands that code photos (encode, decode, bench: what was
+measured) own their process and make this trade; training keeps the C library's defaults, and the
+library (rawbit.api) never changes its host's allocator."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The rawbit command reuses the large blocks it frees instead of having the kernel fault them in
-again (rawbit/allocator.py); the library leaves its host's allocator alone."""
+"""The rawbit commands that code photos reuse the large blocks they free instead of having the
+kernel fault them in again (rawbit/allocator.py); the library leaves its host's allocator alone."""
 
 import subprocess
 import sys
@@ -36,11 +36,14 @@ def test_a_freed_block_is_reused_without_the_kernel_faulting_it_in_again():
     assert kept * 10 < fresh, (kept, fresh)
 
 
-def test_the_command_keeps_freed_memory_and_importing_rawbit_does_not(monkeypatch, tmp_path):
+def test_the_commands_that_code_photos_keep_freed_memory_and_the_library_does_not(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
     import rawbit.api  # noqa: F401  (the library: no call)
 
     assert calls == []
-    assert CliRunner().invoke(main, ["info", str(tmp_path / "absent.rbit")]).exit_code == 1  # any command
+    absent = str(tmp_path / "absent.rbit")
+    assert CliRunner().invoke(main, ["info", absent]).exit_code == 1  # no photo coded: defaults kept
+    assert calls == []
+    assert CliRunner().invoke(main, ["decode", absent, "-o", str(tmp_path / "x.png")]).exit_code == 1
     assert calls == [1]
