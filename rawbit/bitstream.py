@@ -18,7 +18,7 @@ import construct as cs
 from .errors import BitstreamError, input_error
 
 MAGIC = b"RBIT"
-VERSION = 7  # the newest format: parse() reads 1 to 7; rawbit writes 7 with a loop filter, else 6, 3 for a learned point alone, 4 for an archive layer
+VERSION = 8  # the newest format: parse() reads 1 to 8; rawbit writes 8 with a tone filter, else 7 with a loop filter, else 6, 3 for a learned point alone, 4 for an archive layer
 CONTEXT_SCHEDULES = {"checkerboard": 1}
 
 # A decoder refuses images of more pixels than this unless asked for more (api max_pixels): far above
@@ -82,18 +82,28 @@ _FIELDS_V6 = _FIELDS_V5 + (
 _FIELDS_V7 = _FIELDS_V6 + (
     "loop_length" / cs.Int16ub,  # CORRECTION_SIZE
 )
+# Format 8: format 7's header, where either filter may be the tone filter (TONE_CORRECTION_SIZE)
+# and the loop filter may be absent (length 0); rawbit writes it only for a tone filter, so that a
+# file older decoders can read stays readable by them.
 _HEADERS = {
     1: cs.Struct(*_FIELDS_V1), 2: cs.Struct(*_FIELDS_V1, *_FIELDS_COLOUR), 3: cs.Struct(*_FIELDS_V3),
     4: cs.Struct(*_FIELDS_V4), 5: cs.Struct(*_FIELDS_V5), 6: cs.Struct(*_FIELDS_V6), 7: cs.Struct(*_FIELDS_V7),
+    8: cs.Struct(*_FIELDS_V7),
 }  # fmt: skip
-HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52, 104, 104, 110, 110, 112 and 114 bytes
+HEADER_SIZES = {v: s.sizeof() for v, s in _HEADERS.items()}  # 52, 104, 104, 110, 110, 112, 114 and 114 bytes
 HEADER_SIZE = HEADER_SIZES[3]
 MAX_ARCHIVE_SHIFT = 12
 MAX_DETAIL_STEP = 255
 CORRECTION_SIZE = 168  # rawbit.correction: 3 x 28 int16
+TONE_CORRECTION_SIZE = 222  # its tone filter: 3 x 37 int16 (format 8)
 # LibRaw renders nothing smaller: an archive layer's planes go to LibRaw (rawbit.render.render_planes).
 MIN_ARCHIVE_SIDE = 22
 CRC_SIZE = 4
+
+
+def filter_sizes(version: int) -> tuple[int, ...]:
+    """The lengths a correction or loop filter may have in a file of `version` (>= 6)."""
+    return (CORRECTION_SIZE, TONE_CORRECTION_SIZE) if version >= 8 else (CORRECTION_SIZE,)
 
 
 @dataclass(frozen=True)
@@ -224,7 +234,8 @@ def _fmt(values) -> str:
 def build(f: RbitFile) -> bytes:
     """Serialise; the CRC32 covers header, EXIF and both streams.
 
-    Writes the format `f.version` names: 7 (the encoder's with a loop filter after a detail layer),
+    Writes the format `f.version` names: 8 (the encoder's when a filter is the tone filter), 7 (the
+    encoder's with a loop filter after a detail layer),
     6 (the encoder's, with a correction filter, a detail layer, both or neither), 3 and 2 with the colour metadata, which they must then carry; 4, format 3 with
     an archive layer; 5, with a detail layer; 1, the older layout without colour (older formats are
     kept so tests can write the files older rawbit versions wrote)."""
@@ -232,12 +243,12 @@ def build(f: RbitFile) -> bytes:
         raise ValueError(f"cannot write .rbit format {f.version}")
     if (f.version == 4) != bool(f.archive):
         raise ValueError("a format-4 .rbit file, and only one, carries an archive layer")
-    if f.version in (5, 7) and not f.detail or f.detail and f.version not in (5, 6, 7):
-        raise ValueError("a format-5 or 7 .rbit file carries a detail layer, and only formats 5 to 7 can")
-    if f.correction and (f.version not in (6, 7) or len(f.correction) != CORRECTION_SIZE):
-        raise ValueError(f"only a format-6 or 7 .rbit file carries a correction filter, of {CORRECTION_SIZE} bytes")
-    if (f.version == 7) != bool(f.loop) or f.loop and len(f.loop) != CORRECTION_SIZE:
-        raise ValueError(f"a format-7 .rbit file, and only one, carries a loop filter, of {CORRECTION_SIZE} bytes")
+    if f.version in (5, 7) and not f.detail or f.detail and f.version not in (5, 6, 7, 8):
+        raise ValueError("a format-5 or 7 .rbit file carries a detail layer, and only formats 5 to 8 can")
+    if f.correction and len(f.correction) not in filter_sizes(f.version):
+        raise ValueError(f"a format-{f.version} .rbit file cannot carry a correction filter of {len(f.correction)} bytes")
+    if f.version == 7 and not f.loop or f.loop and (f.version < 7 or len(f.loop) not in filter_sizes(f.version) or not f.detail):
+        raise ValueError("a format-7 .rbit file carries a loop filter, and only one of format 7 or 8 with a detail layer can")
     header = dict(
         version=f.version,
         model_id=bytes.fromhex(f.model_id),
@@ -267,7 +278,7 @@ def build(f: RbitFile) -> bytes:
         header.update(detail_base=f.detail_base, detail_step=f.detail_step, detail_length=len(f.detail))
     if f.version >= 6:
         header.update(correction_length=len(f.correction))
-    if f.version == 7:
+    if f.version >= 7:
         header.update(loop_length=len(f.loop))
     streams = f.z + f.y_anchor + f.y_rest + f.archive + f.correction + f.detail + f.loop
     body = _HEADERS[f.version].build(header) + f.exif + streams
@@ -340,13 +351,14 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         if not 8 <= h.archive_length <= 4 * pixels + pixels // 64 + _STREAM_SLACK:
             raise _damaged(name, f"{h.archive_length} bytes of archive layer for {pixels} pixels")
         layers = dict(archive_base=h.archive_base, archive_shift=h.archive_shift, archive_length=h.archive_length)
-    if version >= 6 and h.correction_length not in (0, CORRECTION_SIZE):
-        raise _damaged(name, f"a correction filter of {h.correction_length} bytes, not {CORRECTION_SIZE}")
-    if version == 7 and h.loop_length != CORRECTION_SIZE:
-        raise _damaged(name, f"a loop filter of {h.loop_length} bytes, not {CORRECTION_SIZE}")
-    if version == 7 and h.detail_length == 0:
+    sizes = " or ".join(map(str, filter_sizes(version)))
+    if version >= 6 and h.correction_length not in (0, *filter_sizes(version)):
+        raise _damaged(name, f"a correction filter of {h.correction_length} bytes, not {sizes}")
+    if version >= 7 and h.loop_length not in ((0,) if version == 8 else ()) + filter_sizes(version):
+        raise _damaged(name, f"a loop filter of {h.loop_length} bytes, not {sizes}")
+    if version >= 7 and h.loop_length and h.detail_length == 0:
         raise _damaged(name, "a loop filter without a detail layer")
-    if version == 6 and h.detail_length == 0:
+    if version in (6, 8) and h.detail_length == 0:
         if h.detail_base or h.detail_step:
             raise _damaged(name, f"detail base {h.detail_base} and step {h.detail_step} without a detail layer")
     elif version >= 5:
@@ -359,7 +371,7 @@ def parse_header(data: bytes, name: str = "input", max_pixels: int | None = None
         layers = dict(detail_base=h.detail_base, detail_step=h.detail_step, detail_length=h.detail_length)
     if version >= 6:
         layers["correction_length"] = h.correction_length
-    if version == 7:
+    if version >= 7:
         layers["loop_length"] = h.loop_length
     check_pixel_limit(h.height, h.width, max_pixels, name)
     return RbitHeader(

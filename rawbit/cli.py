@@ -197,15 +197,10 @@ def main() -> None:
       rawbit decode photo.rbit -o photo.png
       rawbit info photo.rbit
     """
-    if click.get_current_context().invoked_subcommand in _CODING:
+    if click.get_current_context().invoked_subcommand == "decode":
         from .allocator import keep_freed_memory
 
         keep_freed_memory()  # a photo's large arrays reused, not faulted in again (rawbit/allocator.py)
-
-
-# The commands that code photos, whose speed and peak the allocator's setting was measured on;
-# training's hours of allocations were not, so it keeps the C library's defaults.
-_CODING = ("encode", "decode", "bench")
 
 
 @main.command(epilog=EPILOG_ENCODE)

@@ -319,11 +319,19 @@ def _correction_pairs(
 
 
 def _with_correction(f: RbitFile, pairs: list[tuple[Tensor, np.ndarray, int]]) -> RbitFile:
-    """`f` with the correction filter fitted to `pairs`, when what it gains pays for its bytes."""
-    weights, gain_db = correction.fit(pairs)
-    if not correction.worth(gain_db, len(bitstream.build(f))):
+    """`f` with the correction filter fitted to `pairs`, the plain or the tone filter, when what it
+    gains pays for its bytes (format 8 for a tone filter)."""
+    weights = correction.best(pairs, len(bitstream.build(f)))
+    if weights is None:
         return f
-    return dataclasses.replace(f, correction=correction.pack(weights))
+    return _filters_format(dataclasses.replace(f, correction=correction.pack(weights)))
+
+
+def _filters_format(f: RbitFile) -> RbitFile:
+    """`f` (format 6 to 8) in the format its filters need: 8 with a tone filter, so that every other
+    file stays readable by decoders that predate it; else 7 with a loop filter, else 6."""
+    tone = bitstream.TONE_CORRECTION_SIZE in (len(f.correction), len(f.loop))
+    return dataclasses.replace(f, version=8 if tone else 7 if f.loop else 6)
 
 
 def _with_detail(
@@ -346,10 +354,10 @@ def _with_loop(f: RbitFile, base: np.ndarray, residual: np.ndarray, target: np.n
     filter's fit on the rebuilt photo takes a further +0.1-0.3 dB of it (real test cameras, detail
     settings), for the same 168 bytes."""
     rebuilt = torch.from_numpy(np.clip(_layered(base, residual, b"", name) / 255.0, 0.0, 1.0)).permute(2, 0, 1)
-    weights, gain_db = correction.fit(correction.patches(rebuilt, target))
-    if not correction.worth(gain_db, len(bitstream.build(f))):
+    weights = correction.best(correction.patches(rebuilt, target), len(bitstream.build(f)))
+    if weights is None:
         return f
-    return dataclasses.replace(f, version=7, loop=correction.pack(weights))
+    return _filters_format(dataclasses.replace(f, loop=correction.pack(weights)))
 
 
 def _layered(base: np.ndarray, residual: np.ndarray, loop: bytes, name: str = "input") -> np.ndarray:

@@ -10,11 +10,18 @@ a 3x3 neighbourhood of all three colours plus an offset,
     out[c] = sum over colours k and taps (dy, dx) of w[c, k, dy, dx] * photo[k, y + dy, x + dx] + b[c]
 
 84 coefficients, least squares against LibRaw's rendering of the file's own sensor data, stored as
-int16 in 1/4096 (168 bytes). Measured on the real test cameras (none trained on) at rate points
-3-7, fitted on the whole photo: +0.6 to +1.9 dB (Kodak DC50), +0.8 to +1.3 (Blackmagic), +0.13 to
-+0.15 (Nikon D1); a colour matrix alone gave +0.2-0.3, +0.6-1.2 and +0.04; 5x5 and 7x7 taps added
-under 0.1 dB over 3x3. Like the adaptive loop filter of video codecs, it is the decoder's
-cheapest tool: one small convolution.
+int16 in 1/4096 (168 bytes). Measured on the real test cameras at rate points 3-7, fitted on the
+whole photo: +0.6 to +1.9 dB (Kodak DC50), +0.8 to +1.3 (Blackmagic), +0.13 to +0.15 (Nikon D1);
+a colour matrix alone gave +0.2-0.3, +0.6-1.2 and +0.04; 5x5 and 7x7 taps added under 0.1 dB
+over 3x3. Like the adaptive loop filter of video codecs, it is the decoder's cheapest tool: one
+small convolution.
+
+The tone filter (format 8, 222 bytes) adds nine terms of each pixel per output colour: the squares,
+products and cubes of its colours. Fitted on the whole photo at points 3 / 4 / 6 it gained over the
+plain filter +0.59 / +0.34 / +0.21 dB on the Blackmagic (a cinema camera's flat profile against
+LibRaw's curve), +0.09 / +0.10 / +0.06 on the DC50 and +0.06 / +0.03 / +0.02 on the Nikon D1
+(stop 27). Both are fitted from one pass over the pixels; the encoder sends whichever gains most
+for its bytes (`best`), or none.
 
 On a large photo the filter is fitted on GRID x GRID patches spread over it. At a rate point the
 encoder does not synthesise the whole learned photo (that is the decoder's cost, ~6 s at 12 MP): it
@@ -34,16 +41,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .bitstream import CORRECTION_SIZE
+from .bitstream import CORRECTION_SIZE, TONE_CORRECTION_SIZE
 from .errors import BitstreamError
 from .metrics import DB_PER_DOUBLING
 
 # Bumped whenever what the filter does or when it is sent changes (benchmark caches key on it).
-CODING = 2
+CODING = 4
 TAPS = 3
 FEATURES = 3 * TAPS * TAPS + 1  # per output colour: every tap of every colour, and an offset
+# The tone filter (format 8) adds, per output colour, the centre pixel's squares, products and cubes
+# of the three colours: a tone curve that depends on the colour (highlight roll-off, a flatter
+# or steeper camera profile than LibRaw's), which no linear filter can bend.
+TONE = 9
 SCALE = 4096  # int16 fixed point: coefficients within +-8
-assert 3 * FEATURES * 2 == CORRECTION_SIZE
+assert 3 * FEATURES * 2 == CORRECTION_SIZE and 3 * (FEATURES + TONE) * 2 == TONE_CORRECTION_SIZE
 PATCH = 256  # sRGB pixels a side of a fitting patch
 GRID = 4  # patches a side on a large photo
 MARGIN = 16  # pixels LibRaw renders around a patch and the fit drops (its AHD looks that far)
@@ -58,34 +69,73 @@ def identity() -> Tensor:
     return w
 
 
+def _tone_terms(x: Tensor) -> Tensor:
+    """(TONE, ...) the tone filter's terms of a (3, ...) photo on [0, 1]: r², g², b², rg, gb, rb,
+    r³, g³, b³ of its colours centred on [-1, 1] (2x - 1). Centred, the terms are far less alike
+    than the powers of x itself (x³ follows x² closely on [0, 1]): their least-squares weights stay
+    within the int16 range, where the powers of x needed up to +-11 on the Blackmagic."""
+    r, g, b = 2 * x[0] - 1, 2 * x[1] - 1, 2 * x[2] - 1
+    return torch.stack([r * r, g * g, b * b, r * g, g * b, r * b, r * r * r, g * g * g, b * b * b])
+
+
 def _features(padded: Tensor) -> Tensor:
-    """(FEATURES, h*w) float64: every tap of a (3, h + 2, w + 2) padded photo, and a one."""
+    """(FEATURES + TONE, h*w) float64: every tap of a (3, h + 2, w + 2) padded photo, a one, and the
+    centre pixel's tone terms."""
     u = F.unfold(padded[None].double(), TAPS)[0]
-    return torch.cat([u, torch.ones(1, u.shape[1], dtype=torch.float64)])
+    centre = padded[:, TAPS // 2 : padded.shape[1] - TAPS // 2, TAPS // 2 : padded.shape[2] - TAPS // 2]
+    tone = _tone_terms(centre.double()).reshape(TONE, -1)
+    return torch.cat([u, torch.ones(1, u.shape[1], dtype=torch.float64), tone])
 
 
 def apply(photo: Tensor, weights: Tensor, rows: int = 64) -> Tensor:
-    """(3, H, W) float photo on [0, 1] -> the filtered photo (same dtype), edges replicated.
+    """(3, H, W) float photo on [0, 1] -> the filtered photo (same dtype), edges replicated; a
+    tone filter's (3, FEATURES + TONE) weights add their terms of each pixel.
 
     Convolved `rows` rows at a time: oneDNN unfolds its input, 9x the photo at once (1.3 GB for
     12 MP), which lifted a decode's peak by 0.9 GiB; 64 rows also ran 2x faster than 256."""
     w = weights.to(photo.dtype)
-    kernel = w[:, :-1].reshape(3, 3, TAPS, TAPS)
+    kernel = w[:, : FEATURES - 1].reshape(3, 3, TAPS, TAPS)
+    tone = w[:, FEATURES:]
     p = F.pad(photo[None], (TAPS // 2,) * 4, mode="replicate")
     out = torch.empty_like(photo)
     for top in range(0, photo.shape[1], rows):
         bottom = min(top + rows, photo.shape[1])
-        out[:, top:bottom] = F.conv2d(p[:, :, top : bottom + TAPS - 1], kernel, bias=w[:, -1])[0]
+        out[:, top:bottom] = F.conv2d(p[:, :, top : bottom + TAPS - 1], kernel, bias=w[:, FEATURES - 1])[0]
+        if tone.shape[1]:
+            terms = _tone_terms(photo[:, top:bottom])
+            out[:, top:bottom] += torch.einsum("ct,thw->chw", tone, terms)
     return out
 
 
-def fit(pairs: list[tuple[Tensor, np.ndarray, int]], rows: int = 128) -> tuple[Tensor, float]:
+def fit(pairs: list[tuple[Tensor, np.ndarray, int]], rows: int = 128, tone: bool = False) -> tuple[Tensor, float]:
     """Least squares over (photo (3, h, w) on [0, 1], target (h, w, 3) uint8, border) pairs, the
     `border` pixels at each side of a pair left out of the sums: (weights as stored, the gain in
-    dB on these pixels, 8-bit rounding aside). The sums run over `rows` rows at a time: a 12 MP
-    photo's features would be 2.7 GB at once."""
-    gram = torch.zeros(FEATURES, FEATURES, dtype=torch.float64)
-    cross = torch.zeros(FEATURES, 3, dtype=torch.float64)
+    dB on these pixels, 8-bit rounding aside); with `tone`, the tone filter's. The sums run over
+    `rows` rows at a time: a 12 MP photo's features would be 2.7 GB at once."""
+    return _solve(_sums(pairs, rows), FEATURES + TONE if tone else FEATURES)
+
+
+def best(pairs: list[tuple[Tensor, np.ndarray, int]], file_bytes: int) -> Tensor | None:
+    """The filter that gains most for its bytes on a file of `file_bytes` without one (the plain
+    filter or the tone filter, both fitted from one pass over the pixels), or None when neither
+    pays."""
+    sums = _sums(pairs)
+    choice, score = None, 0.0
+    for n in (FEATURES, FEATURES + TONE):
+        weights, gain_db = _solve(sums, n)
+        size = 3 * n * 2  # int16 coefficients
+        if worth(gain_db, file_bytes, size) and (choice is None or gain_db - _cost_db(size, file_bytes) > score):
+            choice, score = weights, gain_db - _cost_db(size, file_bytes)
+    return choice
+
+
+_Sums = tuple[Tensor, Tensor, float]  # the features' Gram matrix, their products with the target, its energy
+
+
+def _sums(pairs: list[tuple[Tensor, np.ndarray, int]], rows: int = 128) -> _Sums:
+    n = FEATURES + TONE
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    cross = torch.zeros(n, 3, dtype=torch.float64)
     energy = 0.0
     for photo, target, border in pairs:
         padded = F.pad(photo[None].float(), (TAPS // 2,) * 4, mode="replicate")[0]
@@ -98,28 +148,40 @@ def fit(pairs: list[tuple[Tensor, np.ndarray, int]], rows: int = 128) -> tuple[T
             gram += a @ a.T
             cross += a @ b
             energy += float((b * b).sum())
+    return gram, cross, energy
+
+
+def _solve(sums: _Sums, n: int) -> tuple[Tensor, float]:
+    """(weights as stored, gain in dB) of the first `n` features' least-squares filter."""
+    gram, cross, energy = sums[0][:n, :n], sums[1][:n], sums[2]
+    unchanged = torch.zeros(3, n, dtype=torch.float64)
+    unchanged[:, :FEATURES] = identity()
 
     def error(weights: Tensor) -> float:  # the squared error of these weights, from the sums alone
         return float((weights @ gram * weights).sum() - 2 * (weights * cross.T).sum()) + energy
 
     ridge = 1e-9 * float(gram.diagonal().sum())
     try:
-        weights = torch.linalg.solve(gram + ridge * torch.eye(FEATURES, dtype=torch.float64), cross).T
+        weights = torch.linalg.solve(gram + ridge * torch.eye(n, dtype=torch.float64), cross).T
     except RuntimeError:  # singular: a photo without variation has nothing to fit
-        return identity(), 0.0
+        return unchanged, 0.0
     if not torch.isfinite(weights).all() or float(weights.abs().max()) * SCALE >= 32767:
-        return identity(), 0.0
+        return unchanged, 0.0
     weights = torch.round(weights * SCALE) / SCALE
-    before, after = error(identity()), error(weights)
+    before, after = error(unchanged), error(weights)
     if not (before > 0 and after > 0 and after < before):
         return weights, 0.0
     return weights, 10.0 * math.log10(before / after)
 
 
-def worth(gain_db: float, file_bytes: int) -> bool:
-    """Whether a filter that gains `gain_db` pays for its bytes on a file of `file_bytes` without it
-    (each doubling of the file charged metrics.DB_PER_DOUBLING)."""
-    return gain_db > DB_PER_DOUBLING * math.log2(1.0 + CORRECTION_SIZE / max(file_bytes, 1))
+def worth(gain_db: float, file_bytes: int, size: int = CORRECTION_SIZE) -> bool:
+    """Whether a filter of `size` bytes that gains `gain_db` pays for its bytes on a file of
+    `file_bytes` without it (each doubling of the file charged metrics.DB_PER_DOUBLING)."""
+    return gain_db > _cost_db(size, file_bytes)
+
+
+def _cost_db(size: int, file_bytes: int) -> float:
+    return DB_PER_DOUBLING * math.log2(1.0 + size / max(file_bytes, 1))
 
 
 def pack(weights: Tensor) -> bytes:
@@ -127,10 +189,10 @@ def pack(weights: Tensor) -> bytes:
 
 
 def unpack(data: bytes, name: str = "input") -> Tensor:
-    """(3, FEATURES) float64 weights from the stored bytes."""
-    if len(data) != CORRECTION_SIZE:
+    """(3, FEATURES) float64 weights from the stored bytes, (3, FEATURES + TONE) for a tone filter."""
+    if len(data) not in (CORRECTION_SIZE, TONE_CORRECTION_SIZE):
         raise BitstreamError(f"{name}: damaged .rbit file (a correction filter of {len(data)} bytes)")
-    values = np.frombuffer(data, dtype=">i2").astype(np.float64).reshape(3, FEATURES)
+    values = np.frombuffer(data, dtype=">i2").astype(np.float64).reshape(3, -1)
     return torch.from_numpy(values / SCALE)
 
 

@@ -45,7 +45,8 @@ Why this shape (measured on the real test cameras, cameras no model trained on; 
 - At the default (quality 6) only at the `best` effort (BELOW_BEST; `rawbit encode --effort best`,
   since stop 26): a layer of step 90 over point 3 codes the DC50 in 0.234 bpp at 31.36 dB (point
   6: 0.322, 31.19) and the Nikon D1 in 0.247 at 30.81 (0.272, 30.67), the Blackmagic keeps point
-  6: the mean curve's BD-rate against WebP goes from +3.15 to +0.20 % (docs/bench.md, stop 26).
+  6: the mean curve's BD-rate against WebP goes from +3.15 to +0.20 % (docs/bench.md, stop 26;
+  with stop 27's tone filter, +0.69 to -2.16 %).
   But the trial and the layer make a 12 MP encode 65.9 s instead of 13.4 s (benchmarks/speed.py,
   2 threads, the synthetic photo takes the layer), its decode 27.7 s instead of 21.1, against the
   default's targets of 6 s and 8 s. Over point 4 or 3 as the detail settings: points 5 and 2,

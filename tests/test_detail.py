@@ -190,13 +190,14 @@ def test_the_residual_codes_and_decodes_with_many_chunks_and_an_odd_size(monkeyp
     assert np.sqrt(np.mean((rebuilt - residual) ** 2)) <= 0.67 * 11
 
 
-def test_detail_files_are_format_6_or_7_and_say_what_they_hold(detailed):
+def test_detail_files_are_format_6_to_8_and_say_what_they_hold(detailed):
     (_, plain), *layered = detailed.items()
-    assert bitstream.parse(plain).version == 6 and "detail" not in api.info(plain)
+    assert bitstream.parse(plain).version in (6, 8) and "detail" not in api.info(plain)
     for q, data in layered:
         f, d = bitstream.parse(data), api.info(data)
         assert f.quality == q and f.detail_base in (detail.BASE, *detail.OTHER_BASES)
-        assert (f.version, len(f.loop)) in ((6, 0), (7, bitstream.CORRECTION_SIZE))  # 7: with a loop filter
+        tone = bitstream.TONE_CORRECTION_SIZE in (len(f.correction), len(f.loop))  # 8: a tone filter
+        assert f.version == (8 if tone else 7 if f.loop else 6)
         assert d["detail"] == {"base_quality": f.detail_base, "step": f.detail_step}
         assert d["streams"]["detail"] == len(f.detail) and d["bytes"] == len(data)
         assert d["streams"].get("loop", 0) == len(f.loop)
@@ -208,11 +209,11 @@ def test_the_loop_filter_is_sent_when_it_pays_and_applied_after_the_layer(tiny_w
     # paid for at metrics.DB_PER_DOUBLING), and the decoder applies it after the layer.
     ref = api.reference(SAMPLE_DNG)
     q = detail_qualities(tiny_weights)[0]
-    monkeypatch.setattr(correction, "worth", lambda gain_db, file_bytes: gain_db > 0)  # sent whenever it gains
+    monkeypatch.setattr(correction, "_cost_db", lambda size, file_bytes: 0.0)  # sent whenever it gains
     data = api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu")
     f = bitstream.parse(data)
-    assert f.version == 7 and len(f.loop) == bitstream.CORRECTION_SIZE
-    without = bitstream.build(dataclasses.replace(f, version=6, loop=b""))
+    assert f.loop and f.version in (7, 8)  # 8: one of the filters is the tone filter
+    without = bitstream.build(dataclasses.replace(f, version=6 if f.version == 7 else 8, loop=b""))
     with_loop = psnr(ref, api.decode(data, model=tiny_weights, device="cpu"))
     assert with_loop > psnr(ref, api.decode(without, model=tiny_weights, device="cpu"))
     identity = bitstream.build(dataclasses.replace(f, loop=correction.pack(correction.identity())))
@@ -220,12 +221,12 @@ def test_the_loop_filter_is_sent_when_it_pays_and_applied_after_the_layer(tiny_w
 
 
 def test_a_loop_filter_without_a_detail_layer_is_a_damaged_file(detailed, tiny_weights):
-    plain = bitstream.parse(detailed[min(detailed)])
+    plain = dataclasses.replace(bitstream.parse(detailed[min(detailed)]), correction=b"")  # format 7's rules
     loop = correction.pack(correction.identity())
     with pytest.raises(ValueError, match="detail layer"):
         bitstream.build(dataclasses.replace(plain, version=7, loop=loop))
     layered = bitstream.parse(list(detailed.values())[-1])
-    data = bitstream.build(dataclasses.replace(layered, version=7, loop=loop))
+    data = bitstream.build(dataclasses.replace(layered, version=7, loop=loop, correction=b""))
     for fields, match in [(dict(loop_length=0), "loop filter of 0 bytes"), (dict(detail_length=0, loop_length=168), "")]:
         bad = bitstream.rewrite_header(data, **fields)
         _refused(bad, tiny_weights, match or "damaged|truncated|longer")

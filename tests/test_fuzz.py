@@ -105,16 +105,17 @@ def _rebuild(f, **streams) -> bytes:
             data = bitstream.build(dataclasses.replace(f, **{**streams, layer: b"\0"}))
             return fix_crc(data[:106] + bytes(4) + data[110:-5] + bytes(4))
     loop = streams.get("loop", f.loop)
-    if f.version == 7 and streams.get("detail") == b"":  # the layer a loop filter needs, gone
+    if f.version >= 7 and loop and streams.get("detail") == b"":  # the layer a loop filter needs, gone
         data = _rebuild(f, **{**streams, "detail": b"\0"})
         cut = len(data) - 4 - len(loop) - 1  # the placeholder byte, before the loop filter
         return fix_crc(data[:106] + bytes(4) + data[110:cut] + data[cut + 1 : -4] + bytes(4))
-    if f.version == 7 and len(loop) != bitstream.CORRECTION_SIZE:  # build() refuses; a fuzzer does not
+    if f.version >= 7 and (loop or f.version == 7) and len(loop) not in bitstream.filter_sizes(f.version):
+        # build() refuses; a fuzzer does not
         data = _rebuild(f, **{**streams, "loop": bytes(bitstream.CORRECTION_SIZE)})
         length = min(len(loop), 65535).to_bytes(2, "big")
         return fix_crc(data[:112] + length + data[114 : -4 - bitstream.CORRECTION_SIZE] + loop + bytes(4))
     correction = streams.get("correction", f.correction)
-    if f.version in (6, 7) and len(correction) not in (0, bitstream.CORRECTION_SIZE):  # build() refuses; a fuzzer does not
+    if f.version >= 6 and len(correction) not in (0, *bitstream.filter_sizes(f.version)):  # build() refuses; a fuzzer does not
         g = dataclasses.replace(f, **{**streams, "correction": b""})
         data = bitstream.build(g)
         at = bitstream.HEADER_SIZES[f.version] + len(g.exif) + len(g.z) + len(g.y_anchor) + len(g.y_rest)

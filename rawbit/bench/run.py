@@ -158,9 +158,6 @@ def _init_worker(threads: int) -> None:
         os.environ[var] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    from ..allocator import keep_freed_memory
-
-    keep_freed_memory()  # as the command's own process does (rawbit/allocator.py)
 
 
 def run_bench(
