@@ -124,8 +124,11 @@ def best(pairs: list[tuple[Tensor, np.ndarray, int]], file_bytes: int) -> Tensor
     for n in (FEATURES, FEATURES + TONE):
         weights, gain_db = _solve(sums, n)
         size = 3 * n * 2  # int16 coefficients
-        if worth(gain_db, file_bytes, size) and (choice is None or gain_db - _cost_db(size, file_bytes) > score):
-            choice, score = weights, gain_db - _cost_db(size, file_bytes)
+        if not worth(gain_db, file_bytes, size):
+            continue
+        net = gain_db - _cost_db(size, file_bytes)  # what it gains once its bytes are paid for
+        if choice is None or net > score:
+            choice, score = weights, net
     return choice
 
 
