@@ -88,8 +88,10 @@ def unpack_scales(
 
 def chunks(n: int) -> list[slice]:
     """The symbols of each rANS stream: ceil(n / CHUNK) near-equal runs, so that no stream is a
-    short tail (compressai's encoder needs room for its state: a few symbols alone may not fit)."""
-    m = max(1, -(-n // CHUNK))
+    short tail (compressai's encoder needs room for its state: a few symbols alone may not fit).
+    None for no symbols (a detail layer whose every value is 0): an empty stream has no room for
+    the coder's state at all."""
+    m = -(-n // CHUNK)
     return [slice(k * n // m, (k + 1) * n // m) for k in range(m)]
 
 
