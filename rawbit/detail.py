@@ -38,7 +38,8 @@ Why this shape (measured on the real test cameras, cameras no model trained on; 
   passes. Against the dead zone alone, over the six detail steps (whole photos, bits of the
   learned layer included): BD-rate -3.8 % (Nikon D1 over point 6), -4.6 % (over point 4), -4.1 %
   and -5.0 % (Kodak DC50). 0.06 and 0.15 step² a bit gave -2.5 and -2.7 % on the Nikon (point 6),
-  0.08 and 0.12 within 0.3 % of 0.1; one pass -3.75 %, three -3.84 %.
+  0.08 and 0.12 within 0.3 % of 0.1; one pass -3.75 %, three -3.84 %. The real test split's
+  mean curve against WebP: +0.69 -> -3.59 % (docs/bench.md, stop 28).
 - 16x16 blocks and 64-pixel tiles: -6 % (Nikon D1), -8 % (DC50), -17 % (Blackmagic) BD-rate
   against 8x8 blocks and 128-pixel tiles (the residual is smooth where the learned photo is right;
   smaller tiles follow where it is not). 32x32 blocks, 32-pixel tiles, finer band groups, a
@@ -53,7 +54,8 @@ Why this shape (measured on the real test cameras, cameras no model trained on; 
   since stop 26): a layer of step 90 over point 3 codes the DC50 in 0.234 bpp at 31.36 dB (point
   6: 0.322, 31.19) and the Nikon D1 in 0.247 at 30.81 (0.272, 30.67), the Blackmagic keeps point
   6: the mean curve's BD-rate against WebP goes from +3.15 to +0.20 % (docs/bench.md, stop 26;
-  with stop 27's tone filter, +0.69 to -2.16 %).
+  with stop 27's tone filter, +0.69 to -2.16 %; with stop 28's rate-distortion quantiser the
+  default effort reaches -3.59 %, `best` was not re-measured).
   But the trial and the layer make a 12 MP encode 65.9 s instead of 13.4 s (benchmarks/speed.py,
   2 threads, the synthetic photo takes the layer), its decode 27.7 s instead of 21.1, against the
   default's targets of 6 s and 8 s. Over point 4 or 3 as the detail settings: points 5 and 2,
