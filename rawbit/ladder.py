@@ -1,7 +1,8 @@
 """What each `--quality` of a model means: one of its learned rate points, or a layer over one.
 
 For a model that codes RAW photos into photos, with at least detail.BASE rate points (the shipped
-ones), the qualities rise in rate and in PSNR on every real test photo measured (docs/bench.md):
+ones), the qualities rise in PSNR on every real test photo measured, and in rate on all but the
+Kodak DC50, where a coarse layer at 4 and 7 undercuts points 3 and 6 (docs/bench.md, stop 28):
 
     1 .. BASE                 the learned rate points 1 .. BASE (with a correction filter); at
                               the qualities in detail.BELOW, or a coarse detail layer over a lower
