@@ -348,11 +348,11 @@ def _with_detail(
 def _with_loop(f: RbitFile, base: np.ndarray, residual: np.ndarray, target: np.ndarray, name: str) -> RbitFile:
     """`f` (with a detail layer) with a loop filter fitted to the photo the layer rebuilds over
     `base` (`residual`: as the decoder rebuilds it), against `target` (both oriented), when what
-    it gains pays for its bytes (format 7).
+    it gains pays for its bytes (format 7; 8 with a tone filter).
 
     The detail layer's error is the quantiser's, spread over its 16x16 blocks; the correction
     filter's fit on the rebuilt photo takes a further +0.1-0.3 dB of it (real test cameras, detail
-    settings), for the same 168 bytes."""
+    settings), for the same 168 bytes (222 when the tone filter pays more)."""
     rebuilt = torch.from_numpy(np.clip(_layered(base, residual, b"", name) / 255.0, 0.0, 1.0)).permute(2, 0, 1)
     weights = correction.best(correction.patches(rebuilt, target), len(bitstream.build(f)))
     if weights is None:
