@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from typing import Callable, Iterator
 
 import numpy as np
@@ -221,33 +222,41 @@ def _best_way(
     setting: ladder.Setting, first: tuple[RbitFile, Tensor], y: Tensor, header: dict, model: RBN, balanced: Tensor,
     wb: Tensor, ccm: Tensor, device: torch.device, name: str,
 ) -> tuple[RbitFile, Tensor, int, Whole | None]:  # fmt: skip
-    """Of a setting's ways to code the photo (ladder.Setting.ways), the one that scores best:
-    (the learned layer's file, its latent, the detail step or 0, the whole photo and its rendering
-    when the trial made them). A learned point's file comes with the correction filter its trial
-    fitted: the same pairs the file's own fit would take."""
-    best: tuple[float, RbitFile, Tensor, int, Whole | None] | None = None
+    """Of a setting's ways to code the photo (ladder.Setting.ways), the one that scores best of
+    those whose bits fall between its floor's and its ceiling's, where it has them (when none
+    does, its first way): (the learned layer's file, its latent, the detail step or 0, the whole
+    photo and its rendering when the trial made them). A learned point's file comes with the
+    correction filter its trial fitted: the same pairs the file's own fit would take."""
     targets = _correction_targets(first[0], model, balanced, ccm)
+    tried: dict[int, tuple[RbitFile, RbitFile, Tensor, Pairs, Whole | None]] = {}
+
+    def at(rate: int) -> tuple[RbitFile, RbitFile, Tensor, Pairs, Whole | None]:
+        # (the file, with its filter, latent, pairs, whole photo) of a rate point: synthesised and
+        # fitted once, whatever steps go over it
+        if rate not in tried:
+            f, y_hat = first if rate == setting.rate else _learned_layer(model, y, rate, dict(header, version=6), name)
+            pairs, whole = _correction_pairs(f, model, y_hat, targets, wb, ccm, device, name)
+            tried[rate] = (f, _with_correction(f, pairs), y_hat, pairs, whole)
+        return tried[rate]
+
+    floor = 8 * len(bitstream.build(at(setting.floor)[1])) if setting.floor else 0
+    ceiling = 8 * len(bitstream.build(at(setting.ceiling)[1])) if setting.ceiling else math.inf
+    trials = []
     for rate, step in setting.ways():
-        f, y_hat = first if rate == setting.rate else _learned_layer(model, y, rate, dict(header, version=6), name)
-        score, tried, whole = _trial_score(f, y_hat, step, model, targets, wb, ccm, device, name)
-        if best is None or score > best[0]:
-            best = (score, f if step else tried, y_hat, step, whole)
-    assert best is not None
-    return best[1:]
+        f, filtered, y_hat, pairs, whole = at(rate)
+        score, bits = _trial_score(filtered, pairs, step)
+        trials.append((score, bits, f if step else filtered, y_hat, step, whole))
+    between = [t for t in trials if floor < t[1] < ceiling] or trials[:1]
+    best = max(between, key=lambda t: t[0])  # the first of equals: the setting's own way before others
+    return best[2:]
 
 
-def _trial_score(
-    f: RbitFile, y_hat: Tensor, step: int, model: RBN, targets: Targets, wb: Tensor, ccm: Tensor,
-    device: torch.device, name: str,
-) -> tuple[float, RbitFile, Whole | None]:  # fmt: skip
-    """How well the learned layer of `f`, with a detail layer of `step` when > 0, codes the photo
-    (metrics.rd_score), tried where the correction filter is fitted (patches spread over a large
-    photo, else the whole): the filter fitted and applied, a layer coded and rebuilt, its bytes
-    scaled from the patches' area to the photo's. With `f` as the filter left it, and the whole
-    photo and its rendering when it was tried on them."""
-    pairs, whole = _correction_pairs(f, model, y_hat, targets, wb, ccm, device, name)
-    f = _with_correction(f, pairs)
-    weights = correction.unpack(f.correction, name) if f.correction else None
+def _trial_score(f: RbitFile, pairs: Pairs, step: int) -> tuple[float, float]:
+    """How well the learned layer of `f` (its correction filter fitted to `pairs`), with a detail
+    layer of `step` when > 0, codes the photo, tried on `pairs` (_correction_pairs: patches spread
+    over a large photo, else the whole): (metrics.rd_score, bits), a layer coded and rebuilt, its
+    bytes scaled from the patches' area to the photo's."""
+    weights = correction.unpack(f.correction) if f.correction else None
     layer_bytes, area, error = 0, 0, 0.0
     for photo, target, _ in pairs:
         if weights is not None:
@@ -259,7 +268,7 @@ def _trial_score(
         layer_bytes, area = layer_bytes + len(stream), area + reference.shape[0] * reference.shape[1]
     bits = 8 * (len(bitstream.build(f)) + layer_bytes * f.height * f.width / area)
     mse = torch.tensor(error / (3 * area * 255.0**2), dtype=torch.float64)
-    return rd_score(float(psnr_from_mse(mse)), bits), f, whole
+    return rd_score(float(psnr_from_mse(mse)), bits), bits
 
 
 def _rendering(
@@ -272,6 +281,7 @@ def _rendering(
 
 
 Targets = tuple[list[tuple[int, int]], list[np.ndarray]]
+Pairs = list[tuple[Tensor, np.ndarray, int]]  # (learned photo, LibRaw's rendering, border) to fit a filter on
 Whole = tuple[Tensor, np.ndarray]  # a small photo's synthesis (1, 3, H', W'), LibRaw's rendering (h, w, 3)
 
 
@@ -295,7 +305,7 @@ def _correction_targets(f: RbitFile, model: RBN, balanced: Tensor, ccm: Tensor) 
 def _correction_pairs(
     f: RbitFile, model: RBN, y_hat: Tensor, targets: Targets, wb: Tensor, ccm: Tensor, device: torch.device,
     name: str,
-) -> tuple[list[tuple[Tensor, np.ndarray, int]], Whole | None]:  # fmt: skip
+) -> tuple[Pairs, Whole | None]:  # fmt: skip
     """(learned photo, LibRaw's rendering, border) to fit the correction filter on, at a rate point:
     the learned photo where `targets` were rendered, each patch synthesised with FIT_HALO_PX of
     context; and, for a small photo, the whole photo synthesised and its rendering, for a layer."""
@@ -318,7 +328,7 @@ def _correction_pairs(
     return pairs, None
 
 
-def _with_correction(f: RbitFile, pairs: list[tuple[Tensor, np.ndarray, int]]) -> RbitFile:
+def _with_correction(f: RbitFile, pairs: Pairs) -> RbitFile:
     """`f` with the correction filter fitted to `pairs`, the plain or the tone filter, when what it
     gains pays for its bytes (format 8 for a tone filter)."""
     weights = correction.best(pairs, len(bitstream.build(f)))

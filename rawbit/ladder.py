@@ -1,8 +1,10 @@
 """What each `--quality` of a model means: one of its learned rate points, or a layer over one.
 
 For a model that codes RAW photos into photos, with at least detail.BASE rate points (the shipped
-ones), the qualities rise in PSNR on every real test photo measured, and in rate on all but the
-Kodak DC50, where a coarse layer at 4 and 7 undercuts points 3 and 6 (docs/bench.md, stop 28):
+ones), the qualities rise in PSNR on every real test photo measured, and in rate: a quality that
+may be coded other ways takes none cheaper than the learned point below it or dearer than the one
+above it (Setting.floor, .ceiling; before stop 29 the Kodak DC50's layers at 4 and 7 undercut
+points 3 and 6):
 
     1 .. BASE                 the learned rate points 1 .. BASE (with a correction filter); at
                               the qualities in detail.BELOW, or a coarse detail layer over a lower
@@ -37,10 +39,16 @@ class Setting:
     # Other ways to code this quality, (rate point, detail step or 0), that the encoder weighs
     # against this one on each photo, keeping whichever trades PSNR for bits best (rd_score).
     alternatives: tuple[tuple[int, int], ...] = ()
+    archive_shift: int = 0  # > 0: an archive layer of step 2**-shift
+    # > 0: the learned points of the qualities below and above, when they are one alone, between
+    # whose files this one's must fall: a way whose trial costs fewer bits than the floor's or more
+    # than the ceiling's is not taken, so a higher quality never makes a smaller file (the Kodak
+    # DC50's coarse layers at 4 and 7 undercut points 3 and 6 before stop 29; docs/bench.md).
+    floor: int = 0
+    ceiling: int = 0
 
     def ways(self) -> list[tuple[int, int]]:
         return [(self.rate, self.detail_step), *self.alternatives]
-    archive_shift: int = 0  # > 0: an archive layer of step 2**-shift
 
 
 # What each of the encoder's efforts (`rawbit encode --effort`, rawbit.EFFORTS) weighs; the files
@@ -83,7 +91,16 @@ def settings(model: torch.nn.Module, learned_only: bool = False, effort: str = D
         ]  # fmt: skip
         details = [Setting(detail.BASE, detail_step=s, alternatives=tuple((b, s) for b in others)) for s in detail.STEPS]
     base = max(1, n - archive.BASE_BELOW_TOP)
-    return learned + details + [Setting(base, archive_shift=s) for s in archive.SHIFTS]
+    offered = learned + details + [Setting(base, archive_shift=s) for s in archive.SHIFTS]
+    # A quality that weighs other ways is held between its neighbours where they are learned points
+    # alone (their first ways: what they are at every effort).
+    alone = [not (s.detail_step or s.archive_shift) for s in offered]
+    for q, s in enumerate(offered):
+        if s.alternatives:
+            floor = offered[q - 1].rate if q > 0 and alone[q - 1] else 0
+            ceiling = offered[q + 1].rate if q + 1 < len(offered) and alone[q + 1] else 0
+            offered[q] = dataclasses.replace(s, floor=floor, ceiling=ceiling)
+    return offered
 
 
 def check(model: torch.nn.Module, quality: int, learned_only: bool = False, effort: str = DEFAULT_EFFORT) -> Setting:

@@ -26,6 +26,17 @@ def detail_qualities(weights) -> list[int]:
     return [q for q, s in enumerate(offered, 1) if s.detail_step and q > detail.BASE]
 
 
+def encoded_as(weights, monkeypatch, q: int, setting: ladder.Setting) -> bytes:
+    """The sample at quality q, made `setting` for this encode (one way of coding it alone, say)."""
+    settings = ladder.settings
+    monkeypatch.setattr(ladder, "settings", lambda m, lo=False, effort=DEFAULT_EFFORT: [
+        setting if i == q - 1 else s for i, s in enumerate(settings(m, lo, effort))])  # fmt: skip
+    try:
+        return api.encode(SAMPLE_DNG, model=weights, quality=q, device="cpu")
+    finally:
+        monkeypatch.setattr(ladder, "settings", settings)
+
+
 @pytest.fixture(scope="module")
 def detailed(tiny_weights) -> dict[int, bytes]:
     """The sample at the detail layer's base rate point and at every detail setting above it."""
@@ -48,8 +59,11 @@ def test_the_ladder_is_learned_points_then_detail_then_archive_settings(tiny_wei
     for q, s in enumerate(offered[: detail.BASE], 1):  # a lower point under a coarse layer, or none
         step, bases = detail.BELOW.get(q, (0, ()))
         assert s.alternatives == tuple((b, step) for b in bases) and all(b < q for b in bases)
+        assert (s.floor, s.ceiling) == ((q - 1, q + 1) if bases else (0, 0))  # between the points around it
     for s in offered[detail.BASE : detail.BASE + len(detail.STEPS)]:
         assert s.rate == detail.BASE and s.alternatives == tuple((b, s.detail_step) for b in detail.OTHER_BASES)
+    rest = offered[detail.BASE :]
+    assert [(s.floor, s.ceiling) for s in rest] == [(detail.BASE, 0)] + [(0, 0)] * (len(rest) - 1)
     assert [s.detail_step for s in offered if s.detail_step] == sorted(detail.STEPS, reverse=True)
 
 
@@ -83,20 +97,40 @@ def test_each_setting_with_alternatives_codes_the_photo_the_way_that_scores_best
     def score(data: bytes) -> float:
         return rd_score(psnr(ref, api.decode(data, model=tiny_weights, device="cpu")), 8 * len(data))
 
-    settings = ladder.settings
     for q, data in {**below, **dict(list(detailed.items())[1:])}.items():
         f = bitstream.parse(data)
         chosen = (f.detail_base, f.detail_step) if f.detail else (f.quality, 0)
-        ways = settings(load_model(tiny_weights).model)[q - 1].ways()
-        assert chosen in ways, (q, chosen)
-        for rate, step in ways:
-            monkeypatch.setattr(ladder, "settings", lambda m, lo=False, effort=DEFAULT_EFFORT, q=q, way=ladder.Setting(rate, step): [
-                way if i == q - 1 else s for i, s in enumerate(settings(m, lo, effort))])
-            alone = api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu")
+        setting = ladder.settings(load_model(tiny_weights).model)[q - 1]
+        assert chosen in setting.ways(), (q, chosen)
+        # of the ways that fall between the learned points around it, when it is held between them
+        floor = len(encoded_as(tiny_weights, monkeypatch, q, ladder.Setting(setting.floor))) if setting.floor else 0
+        ceiling = len(encoded_as(tiny_weights, monkeypatch, q, ladder.Setting(setting.ceiling))) if setting.ceiling else np.inf
+        for rate, step in setting.ways():
+            alone = encoded_as(tiny_weights, monkeypatch, q, ladder.Setting(rate, step))
             if (rate, step) == chosen:
                 assert alone == data, q
-            else:
+            elif floor < len(alone) < ceiling:
                 assert score(alone) <= score(data) + 0.01, (q, rate, step)
+
+
+def test_a_quality_coded_another_way_stays_between_the_learned_points_around_it(tiny_weights, monkeypatch):
+    # Whatever the encoder prized (here a score of plus or minus the bits: the dearest or the
+    # cheapest way), a quality that may be a layer over a lower point makes a file larger than the
+    # learned point below it and smaller than the one above it, so the file grows with the quality.
+    # Without those bounds the dearest way overshoots the point above (so the bounds hold the order).
+    from rawbit import codec
+
+    overshoots = []
+    for q in detail.BELOW:
+        s = ladder.settings(load_model(tiny_weights).model)[q - 1]
+        assert (s.floor, s.ceiling) == (q - 1, q + 1)
+        under, over = (len(encoded_as(tiny_weights, monkeypatch, q, ladder.Setting(r))) for r in (q - 1, q + 1))
+        for sign in (-1, 1):
+            monkeypatch.setattr(codec, "rd_score", lambda psnr_db, bits, sign=sign: sign * bits)
+            assert under < len(api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu")) < over, (q, sign)
+        unbounded = encoded_as(tiny_weights, monkeypatch, q, dataclasses.replace(s, floor=0, ceiling=0))
+        overshoots.append(len(unbounded) >= over)
+    assert any(overshoots)
 
 
 def test_the_encoders_effort_says_how_many_ways_it_weighs(tiny_weights):
@@ -126,7 +160,7 @@ def test_best_effort_codes_the_default_the_way_that_scores_best_and_fast_tries_n
     ref = api.reference(SAMPLE_DNG)
     tried = []
     trial = codec._trial_score
-    monkeypatch.setattr(codec, "_trial_score", lambda f, y_hat, step, *a: tried.append((f.quality, step)) or trial(f, y_hat, step, *a))
+    monkeypatch.setattr(codec, "_trial_score", lambda f, pairs, step: tried.append((f.quality, step)) or trial(f, pairs, step))
 
     def score(data: bytes) -> float:
         return rd_score(psnr(ref, api.decode(data, model=tiny_weights, device="cpu")), 8 * len(data))
