@@ -38,6 +38,15 @@ def encoded_as(weights, monkeypatch, q: int, setting: ladder.Setting) -> bytes:
 
 
 @pytest.fixture(scope="module")
+def point_sizes(tiny_weights) -> dict[int, int]:
+    """The sample's file size at each learned point that bounds a quality coded other ways (the
+    point alone, with its filter): Setting.floor and .ceiling in bytes."""
+    rates = sorted({r for q in detail.BELOW for r in (q - 1, q + 1)} | {detail.BASE})
+    with pytest.MonkeyPatch.context() as mp:
+        return {r: len(encoded_as(tiny_weights, mp, r, ladder.Setting(r))) for r in rates}
+
+
+@pytest.fixture(scope="module")
 def detailed(tiny_weights) -> dict[int, bytes]:
     """The sample at the detail layer's base rate point and at every detail setting above it."""
     qualities = detail_qualities(tiny_weights)
@@ -88,7 +97,7 @@ def test_the_photos_error_is_bounded_by_the_step(detailed, tiny_weights):
         assert rms <= np.hypot(1.4 * step, 0.5), (q, step, rms)
 
 
-def test_each_setting_with_alternatives_codes_the_photo_the_way_that_scores_best(detailed, below, tiny_weights, monkeypatch):
+def test_each_setting_with_alternatives_codes_the_photo_the_way_that_scores_best(detailed, below, point_sizes, tiny_weights, monkeypatch):
     # The encoder tries each of a setting's ways on the photo (the whole of a small one) and keeps
     # the best trade of PSNR against bits (metrics.rd_score): made in any one way alone, no file
     # of the setting scores more, and the one made the chosen way is the same file.
@@ -103,8 +112,8 @@ def test_each_setting_with_alternatives_codes_the_photo_the_way_that_scores_best
         setting = ladder.settings(load_model(tiny_weights).model)[q - 1]
         assert chosen in setting.ways(), (q, chosen)
         # of the ways that fall between the learned points around it, when it is held between them
-        floor = len(encoded_as(tiny_weights, monkeypatch, q, ladder.Setting(setting.floor))) if setting.floor else 0
-        ceiling = len(encoded_as(tiny_weights, monkeypatch, q, ladder.Setting(setting.ceiling))) if setting.ceiling else np.inf
+        floor = point_sizes[setting.floor] if setting.floor else 0
+        ceiling = point_sizes[setting.ceiling] if setting.ceiling else np.inf
         for rate, step in setting.ways():
             alone = encoded_as(tiny_weights, monkeypatch, q, ladder.Setting(rate, step))
             if (rate, step) == chosen:
@@ -113,7 +122,7 @@ def test_each_setting_with_alternatives_codes_the_photo_the_way_that_scores_best
                 assert score(alone) <= score(data) + 0.01, (q, rate, step)
 
 
-def test_a_quality_coded_another_way_stays_between_the_learned_points_around_it(tiny_weights, monkeypatch):
+def test_a_quality_coded_another_way_stays_between_the_learned_points_around_it(point_sizes, tiny_weights, monkeypatch):
     # Whatever the encoder prized (here a score of plus or minus the bits: the dearest or the
     # cheapest way), a quality that may be a layer over a lower point makes a file larger than the
     # learned point below it and smaller than the one above it, so the file grows with the quality.
@@ -124,7 +133,7 @@ def test_a_quality_coded_another_way_stays_between_the_learned_points_around_it(
     for q in detail.BELOW:
         s = ladder.settings(load_model(tiny_weights).model)[q - 1]
         assert (s.floor, s.ceiling) == (q - 1, q + 1)
-        under, over = (len(encoded_as(tiny_weights, monkeypatch, q, ladder.Setting(r))) for r in (q - 1, q + 1))
+        under, over = point_sizes[q - 1], point_sizes[q + 1]
         for sign in (-1, 1):
             monkeypatch.setattr(codec, "rd_score", lambda psnr_db, bits, sign=sign: sign * bits)
             assert under < len(api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu")) < over, (q, sign)
