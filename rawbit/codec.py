@@ -164,11 +164,7 @@ def encode_raw(
     balanced = isp.white_balance(torch.from_numpy(raw.packed)[None].double(), wb.double())[0].clamp(0.0, 1.0)
     if setting.archive_shift:
         photo = _synthesized_photo(f, model, y_hat, device, name)
-        stream = archive.encode(balanced, photo, ccm[0], setting.archive_shift)
-        archive.parse(stream, f.coded_size, name)  # its structure as the decoder will check it
-        return dataclasses.replace(
-            f, version=4, quality=quality, archive=stream, archive_base=setting.rate, archive_shift=setting.archive_shift
-        )
+        return _with_archive(f, photo, balanced, ccm, quality, setting.archive_shift, name)
     f, step, whole = dataclasses.replace(f, version=6), setting.detail_step, None
     if setting.alternatives and not bitstream.render_problem(f.height, f.width, ccm_values, "a trial"):
         try:  # the trial renders the photo as LibRaw does: without that, the setting's own way
@@ -180,18 +176,10 @@ def encode_raw(
             if not step:
                 return f  # a learned point, its correction filter already fitted by the trial
     if step:
-        if whole is None:
-            photo = _synthesized_photo(f, model, y_hat, device, name)
-            try:
-                target = _rendering(balanced, f.pad, (f.height, f.width), ccm)
-            except (RenderError, ValueError) as e:
-                raise _unrenderable(name, e) from e
-        else:  # a small photo's trial made both already
-            photo, target = whole
-        f = _with_correction(f, correction.patches(_visible(photo, f), target))
-        base, target = _detail_base(photo, f), orient(target, f.orientation)
-        f, residual = _with_detail(f, base, target, quality, step, name)
-        return _with_loop(f, base, residual, target, name)
+        f = _detail_file(f, model, y_hat, whole, balanced, ccm, quality, step, device, name)
+        if setting.archive_above:
+            return _under_archive(f, setting.archive_above, model, y, header, balanced, ccm, device, name)
+        return f
     if bitstream.render_problem(f.height, f.width, ccm_values, "a correction"):
         return f  # the filter is fitted to LibRaw's rendering: without one, the photo goes as it is
     try:
@@ -199,6 +187,52 @@ def encode_raw(
         return _with_correction(f, _correction_pairs(f, model, y_hat, targets, wb, ccm, device, name)[0])
     except (RenderError, ValueError):
         return f
+
+
+def _detail_file(
+    f: RbitFile, model: RBN, y_hat: Tensor, whole: Whole | None, balanced: Tensor, ccm: Tensor, quality: int,
+    step: int, device: torch.device, name: str,
+) -> RbitFile:  # fmt: skip
+    """`f` (a learned layer) with its correction filter, a detail layer of `step` and its loop filter."""
+    if whole is None:
+        photo = _synthesized_photo(f, model, y_hat, device, name)
+        try:
+            target = _rendering(balanced, f.pad, (f.height, f.width), ccm)
+        except (RenderError, ValueError) as e:
+            raise _unrenderable(name, e) from e
+    else:  # a small photo's trial made both already
+        photo, target = whole
+    f = _with_correction(f, correction.patches(_visible(photo, f), target))
+    base, target = _detail_base(photo, f), orient(target, f.orientation)
+    f, residual = _with_detail(f, base, target, quality, step, name)
+    return _with_loop(f, base, residual, target, name)
+
+
+def _with_archive(
+    f: RbitFile, photo: Tensor, balanced: Tensor, ccm: Tensor, quality: int, shift: int, name: str
+) -> RbitFile:  # fmt: skip
+    """`f` (a learned layer) with an archive layer of step 2**-shift over `photo`, its synthesis."""
+    stream = archive.encode(balanced, photo, ccm[0], shift)
+    archive.parse(stream, f.coded_size, name)  # its structure as the decoder will check it
+    return dataclasses.replace(f, version=4, quality=quality, archive=stream, archive_base=f.quality, archive_shift=shift)
+
+
+def _under_archive(
+    f: RbitFile, above: tuple[int, int], model: RBN, y: Tensor, header: dict, balanced: Tensor, ccm: Tensor,
+    device: torch.device, name: str,
+) -> RbitFile:  # fmt: skip
+    """The finest detail setting's file `f`, or, where it is larger than the archive setting
+    above would make ((rate point, shift): ladder.Setting.archive_above), an archive layer a step
+    coarser over the same point: smaller than the one above, so the file grows with the quality.
+    Costs the encoder that point's learned layer, its synthesis and the archive layer's coding."""
+    rate, shift = above
+    g, y_hat = _learned_layer(model, y, rate, header, name)
+    photo = _synthesized_photo(g, model, y_hat, device, name)
+    ceiling = len(bitstream.build(_with_archive(g, photo, balanced, ccm, f.quality + 1, shift, name)))
+    if len(bitstream.build(f)) <= ceiling:
+        return f
+    coarser = _with_archive(g, photo, balanced, ccm, f.quality, shift - 1, name)
+    return coarser if len(bitstream.build(coarser)) < ceiling else f
 
 
 def _unrenderable(name: str, e: BaseException) -> RawbitError:

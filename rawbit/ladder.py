@@ -11,7 +11,9 @@ points 3 and 6):
                               point, whichever codes the photo best (and at BASE too, at the
                               `best` effort: detail.BELOW_BEST)
     BASE + 1 .. + len(STEPS)  a detail layer (rawbit/detail.py), coarsest first, over rate point
-                              BASE or one of detail.OTHER_BASES, whichever codes the photo best
+                              BASE or one of detail.OTHER_BASES, whichever codes the photo best;
+                              the finest, where its file would outgrow the archive setting above,
+                              an archive layer a step coarser (Setting.archive_above)
     then len(SHIFTS) more     an archive layer (rawbit/archive.py): the sensor data within a bound
 
 The learned points above BASE stay in the model (training uses them) but no quality names them:
@@ -46,6 +48,12 @@ class Setting:
     # DC50's coarse layers at 4 and 7 undercut points 3 and 6 before stop 29; docs/bench.md).
     floor: int = 0
     ceiling: int = 0
+    # (rate point, shift) of the archive setting above the finest detail setting: where the photo's
+    # detail file would be larger than that archive file, the detail step is the worse tool for it
+    # (noise and fine texture the archive layer codes more cheaply on the sensor planes: the Kodak
+    # kodim02 made 5.60 bpp at 38.3 dB at quality 12, 5.08 at 38.8 at 13 before stop 30), and the
+    # quality is coded as an archive layer a step coarser (2**-(shift - 1)) over the same point.
+    archive_above: tuple[int, int] = ()
 
     def ways(self) -> list[tuple[int, int]]:
         return [(self.rate, self.detail_step), *self.alternatives]
@@ -100,6 +108,10 @@ def settings(model: torch.nn.Module, learned_only: bool = False, effort: str = D
             floor = offered[q - 1].rate if q > 0 and alone[q - 1] else 0
             ceiling = offered[q + 1].rate if q + 1 < len(offered) and alone[q + 1] else 0
             offered[q] = dataclasses.replace(s, floor=floor, ceiling=ceiling)
+    if details and effort != "fast":  # a trial, as the alternatives are
+        finest = len(learned) + len(details) - 1
+        above = offered[finest + 1]
+        offered[finest] = dataclasses.replace(offered[finest], archive_above=(above.rate, above.archive_shift))
     return offered
 
 

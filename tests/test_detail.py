@@ -74,6 +74,10 @@ def test_the_ladder_is_learned_points_then_detail_then_archive_settings(tiny_wei
     rest = offered[detail.BASE :]
     assert [(s.floor, s.ceiling) for s in rest] == [(detail.BASE, 0)] + [(0, 0)] * (len(rest) - 1)
     assert [s.detail_step for s in offered if s.detail_step] == sorted(detail.STEPS, reverse=True)
+    finest, above = offered[detail.BASE + len(detail.STEPS) - 1], offered[detail.BASE + len(detail.STEPS)]
+    assert finest.archive_above == (above.rate, above.archive_shift)  # held under the archive above
+    assert [s for s in offered if s.archive_above] == [finest]
+    assert not any(s.archive_above for s in ladder.settings(model, effort="fast"))  # a trial, as the ways are
 
 
 def test_size_and_quality_rise_through_the_detail_settings(detailed, tiny_weights):
@@ -140,6 +144,31 @@ def test_a_quality_coded_another_way_stays_between_the_learned_points_around_it(
         unbounded = encoded_as(tiny_weights, monkeypatch, q, dataclasses.replace(s, floor=0, ceiling=0))
         overshoots.append(len(unbounded) >= over)
     assert any(overshoots)
+
+
+def test_the_finest_detail_setting_stays_under_the_archive_setting_above_it(detailed, tiny_weights, monkeypatch):
+    # On a photo whose finest detail layer would cost more than the first archive setting (noise
+    # and texture the sensor planes code more cheaply: the Kodak kodim02), that quality is an
+    # archive layer a step coarser instead, over the same point as the archive setting: smaller
+    # than the quality above, nearer the reference rendering than the quality below. A detail file
+    # under the archive one stays as it is. Made to happen here with a step no setting has (1).
+    model = load_model(tiny_weights).model
+    offered = ladder.settings(model)
+    q = detail_qualities(tiny_weights)[-1]
+    rate, shift = offered[q - 1].archive_above
+    above = api.encode(SAMPLE_DNG, model=tiny_weights, quality=q + 1, device="cpu")
+    f = bitstream.parse(detailed[q])
+    assert len(detailed[q]) < len(above) and f.detail_step == detail.STEPS[-1] and not f.archive
+    fine = dataclasses.replace(offered[q - 1], detail_step=1, alternatives=())
+    unheld = encoded_as(tiny_weights, monkeypatch, q, dataclasses.replace(fine, archive_above=()))
+    assert len(unheld) > len(above)  # without the hold the file would outgrow the quality above
+    held = encoded_as(tiny_weights, monkeypatch, q, fine)
+    g = bitstream.parse(held)
+    assert (g.quality, g.archive_base, g.archive_shift, g.detail) == (q, rate, shift - 1, b"")
+    assert len(detailed[q - 1]) < len(held) < len(above)
+    ref = api.reference(SAMPLE_DNG)
+    scores = [psnr(ref, api.decode(data, model=tiny_weights, device="cpu")) for data in (detailed[q - 1], held, above)]
+    assert scores == sorted(scores), scores
 
 
 def test_the_encoders_effort_says_how_many_ways_it_weighs(tiny_weights):
