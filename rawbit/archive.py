@@ -42,7 +42,8 @@ from .errors import BitstreamError
 # curve's [0, 1]. 1/128 is the coarsest above the finest detail setting on every real test photo:
 # 1/64 (38.4 dB on the Kodak DC50) fell below detail step 16 (38.7 dB at fewer bits), since the
 # DC50's colour matrix magnifies an error of the planes threefold. Files of any step 1/2 .. 1/4096
-# decode (format 4 stores it); 1/64 was the default's quality 12 until 2026-12-03.
+# decode (format 4 stores it); 1/64 was the default's quality 12 until 2026-12-03, and is again on
+# a photo whose finest detail layer would outgrow quality 13 (ladder.Setting.archive_above).
 SHIFTS = (7, 8)
 # The learned layer under the archive one: this many rate points below the model's best (point 9
 # of 11 for the shipped model, the cheapest sum of both layers on the Nikon D1 and the Kodak DC50).
