@@ -257,10 +257,10 @@ def _best_way(
     wb: Tensor, ccm: Tensor, device: torch.device, name: str,
 ) -> tuple[RbitFile, Tensor, int, Whole | None]:  # fmt: skip
     """Of a setting's ways to code the photo (ladder.Setting.ways), the one that scores best of
-    those whose bits fall between its floor's and its ceiling's, where it has them (when none
-    does, its first way): (the learned layer's file, its latent, the detail step or 0, the whole
-    photo and its rendering when the trial made them). A learned point's file comes with the
-    correction filter its trial fitted: the same pairs the file's own fit would take."""
+    those whose trial falls between its floor's and its ceiling's, in bits and in PSNR, where it
+    has them (when none does, its first way): (the learned layer's file, its latent, the detail
+    step or 0, the whole photo and its rendering when the trial made them). A learned point's file
+    comes with the correction filter its trial fitted: the same pairs the file's own fit would take."""
     targets = _correction_targets(first[0], model, balanced, ccm)
     tried: dict[int, tuple[RbitFile, RbitFile, Tensor, Pairs, Whole | None]] = {}
 
@@ -273,23 +273,29 @@ def _best_way(
             tried[rate] = (f, _with_correction(f, pairs), y_hat, pairs, whole)
         return tried[rate]
 
-    floor = 8 * len(bitstream.build(at(setting.floor)[1])) if setting.floor else 0
-    ceiling = 8 * len(bitstream.build(at(setting.ceiling)[1])) if setting.ceiling else math.inf
+    def point(rate: int) -> tuple[float, float]:  # (PSNR, bits) of a learned point alone, with its filter
+        _, filtered, _, pairs, _ = at(rate)
+        return _trial(filtered, pairs, 0)
+
+    # A way with more bits than the point below but a lower PSNR (the Kodak kodim15's layer at 4,
+    # stop 29) would make the photo worse as the quality rises: both must lie between.
+    floor = point(setting.floor) if setting.floor else (-math.inf, 0.0)
+    ceiling = point(setting.ceiling) if setting.ceiling else (math.inf, math.inf)
     trials = []
     for rate, step in setting.ways():
         f, filtered, y_hat, pairs, whole = at(rate)
-        score, bits = _trial_score(filtered, pairs, step)
-        trials.append((score, bits, f if step else filtered, y_hat, step, whole))
-    between = [t for t in trials if floor < t[1] < ceiling] or trials[:1]
-    best = max(between, key=lambda t: t[0])  # the first of equals: the setting's own way before others
+        psnr_db, bits = _trial(filtered, pairs, step)
+        between = floor[0] < psnr_db < ceiling[0] and floor[1] < bits < ceiling[1]
+        trials.append((between, rd_score(psnr_db, bits), f if step else filtered, y_hat, step, whole))
+    best = max([t for t in trials if t[0]] or trials[:1], key=lambda t: t[1])  # the first of equals: the setting's own way
     return best[2:]
 
 
-def _trial_score(f: RbitFile, pairs: Pairs, step: int) -> tuple[float, float]:
+def _trial(f: RbitFile, pairs: Pairs, step: int) -> tuple[float, float]:
     """How well the learned layer of `f` (its correction filter fitted to `pairs`), with a detail
     layer of `step` when > 0, codes the photo, tried on `pairs` (_correction_pairs: patches spread
-    over a large photo, else the whole): (metrics.rd_score, bits), a layer coded and rebuilt, its
-    bytes scaled from the patches' area to the photo's."""
+    over a large photo, else the whole): (PSNR in dB, bits), a layer coded and rebuilt, its bytes
+    scaled from the patches' area to the photo's."""
     weights = correction.unpack(f.correction) if f.correction else None
     layer_bytes, area, error = 0, 0, 0.0
     for photo, target, _ in pairs:
@@ -302,7 +308,7 @@ def _trial_score(f: RbitFile, pairs: Pairs, step: int) -> tuple[float, float]:
         layer_bytes, area = layer_bytes + len(stream), area + reference.shape[0] * reference.shape[1]
     bits = 8 * (len(bitstream.build(f)) + layer_bytes * f.height * f.width / area)
     mse = torch.tensor(error / (3 * area * 255.0**2), dtype=torch.float64)
-    return rd_score(float(psnr_from_mse(mse)), bits), bits
+    return float(psnr_from_mse(mse)), bits
 
 
 def _rendering(

@@ -95,7 +95,7 @@ OTHER_BASES = (4, 3)
 BELOW = {4: (180, (3, 2, 1)), 5: (128, (4, 3, 2))}
 BELOW_BEST = {**BELOW, BASE: (90, OTHER_BASES)}
 # Bumped whenever what the layer codes or which quality is which changes (benchmark caches key on it).
-CODING = 8
+CODING = 9
 BLOCK = 16
 TILE = 4  # blocks a side per tile of scales (64 pixels)
 LIMIT = 127  # coefficient values of the tables; larger ones go through compressai's escape

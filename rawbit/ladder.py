@@ -44,8 +44,10 @@ class Setting:
     archive_shift: int = 0  # > 0: an archive layer of step 2**-shift
     # > 0: the learned points of the qualities below and above, when they are one alone, between
     # whose files this one's must fall: a way whose trial costs fewer bits than the floor's or more
-    # than the ceiling's is not taken, so a higher quality never makes a smaller file (the Kodak
-    # DC50's coarse layers at 4 and 7 undercut points 3 and 6 before stop 29; docs/bench.md).
+    # than the ceiling's, or gives a lower PSNR than the floor's or a higher than the ceiling's, is
+    # not taken, so a higher quality never makes a smaller file or a worse photo (the Kodak DC50's
+    # coarse layers at 4 and 7 undercut points 3 and 6 before stop 29; kodim15's layer at 4 cost
+    # more than point 3 for 0.05 dB less at stop 29; docs/bench.md).
     floor: int = 0
     ceiling: int = 0
     # (rate point, shift) of the archive setting above the finest detail setting: where the photo's

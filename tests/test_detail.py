@@ -38,12 +38,14 @@ def encoded_as(weights, monkeypatch, q: int, setting: ladder.Setting) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def point_sizes(tiny_weights) -> dict[int, int]:
-    """The sample's file size at each learned point that bounds a quality coded other ways (the
-    point alone, with its filter): Setting.floor and .ceiling in bytes."""
-    rates = sorted({r for q in detail.BELOW for r in (q - 1, q + 1)} | {detail.BASE})
+def points(tiny_weights) -> dict[int, tuple[bytes, float]]:
+    """The sample at each learned point that bounds a quality coded other ways, or is one (the point
+    alone, with its filter), and its PSNR: Setting.floor and .ceiling."""
+    rates = sorted({r for q in detail.BELOW for r in (q - 1, q, q + 1)} | {detail.BASE})
+    ref = api.reference(SAMPLE_DNG)
     with pytest.MonkeyPatch.context() as mp:
-        return {r: len(encoded_as(tiny_weights, mp, r, ladder.Setting(r))) for r in rates}
+        files = {r: encoded_as(tiny_weights, mp, r, ladder.Setting(r)) for r in rates}
+    return {r: (data, psnr(ref, api.decode(data, model=tiny_weights, device="cpu"))) for r, data in files.items()}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +103,7 @@ def test_the_photos_error_is_bounded_by_the_step(detailed, tiny_weights):
         assert rms <= np.hypot(1.4 * step, 0.5), (q, step, rms)
 
 
-def test_each_setting_with_alternatives_codes_the_photo_the_way_that_scores_best(detailed, below, point_sizes, tiny_weights, monkeypatch):
+def test_each_setting_with_alternatives_codes_the_photo_the_way_that_scores_best(detailed, below, points, tiny_weights, monkeypatch):
     # The encoder tries each of a setting's ways on the photo (the whole of a small one) and keeps
     # the best trade of PSNR against bits (metrics.rd_score): made in any one way alone, no file
     # of the setting scores more, and the one made the chosen way is the same file.
@@ -116,34 +118,66 @@ def test_each_setting_with_alternatives_codes_the_photo_the_way_that_scores_best
         setting = ladder.settings(load_model(tiny_weights).model)[q - 1]
         assert chosen in setting.ways(), (q, chosen)
         # of the ways that fall between the learned points around it, when it is held between them
-        floor = point_sizes[setting.floor] if setting.floor else 0
-        ceiling = point_sizes[setting.ceiling] if setting.ceiling else np.inf
+        floor = (len(points[setting.floor][0]), points[setting.floor][1]) if setting.floor else (0, -np.inf)
+        ceiling = (len(points[setting.ceiling][0]), points[setting.ceiling][1]) if setting.ceiling else (np.inf, np.inf)
         for rate, step in setting.ways():
             alone = encoded_as(tiny_weights, monkeypatch, q, ladder.Setting(rate, step))
             if (rate, step) == chosen:
                 assert alone == data, q
-            elif floor < len(alone) < ceiling:
+            elif floor[0] < len(alone) < ceiling[0] and floor[1] < psnr(ref, api.decode(alone, model=tiny_weights, device="cpu")) < ceiling[1]:
                 assert score(alone) <= score(data) + 0.01, (q, rate, step)
 
 
-def test_a_quality_coded_another_way_stays_between_the_learned_points_around_it(point_sizes, tiny_weights, monkeypatch):
+def test_a_quality_coded_another_way_stays_between_the_learned_points_around_it(points, tiny_weights, monkeypatch):
     # Whatever the encoder prized (here a score of plus or minus the bits: the dearest or the
     # cheapest way), a quality that may be a layer over a lower point makes a file larger than the
     # learned point below it and smaller than the one above it, so the file grows with the quality.
     # Without those bounds the dearest way overshoots the point above (so the bounds hold the order).
+    # The photo is held between theirs too, or the quality is its own point alone (with this
+    # untrained model the points' PSNRs need not rise: the layers' are far above them).
     from rawbit import codec
 
+    ref = api.reference(SAMPLE_DNG)
     overshoots = []
     for q in detail.BELOW:
         s = ladder.settings(load_model(tiny_weights).model)[q - 1]
         assert (s.floor, s.ceiling) == (q - 1, q + 1)
-        under, over = point_sizes[q - 1], point_sizes[q + 1]
+        (under, worse), (over, better) = [(len(d), p) for d, p in (points[q - 1], points[q + 1])]
         for sign in (-1, 1):
             monkeypatch.setattr(codec, "rd_score", lambda psnr_db, bits, sign=sign: sign * bits)
-            assert under < len(api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu")) < over, (q, sign)
+            data = api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu")
+            assert under < len(data) < over, (q, sign)
+            between = worse < psnr(ref, api.decode(data, model=tiny_weights, device="cpu")) < better
+            assert between or data == points[q][0], (q, sign)
         unbounded = encoded_as(tiny_weights, monkeypatch, q, dataclasses.replace(s, floor=0, ceiling=0))
         overshoots.append(len(unbounded) >= over)
     assert any(overshoots)
+
+
+def test_a_way_whose_photo_is_worse_than_the_point_below_is_not_taken(points, tiny_weights, monkeypatch):
+    # A layer that costs more than the point below but gives a worse photo would make the photo
+    # worse as the quality rises (the Kodak kodim15 at quality 4, stop 29). Here every layer's trial
+    # is made to look worse than the point below, and the score prizes the dearest way: the
+    # quality is then its own learned point, where without the PSNR bound a layer within the bits
+    # would be taken.
+    from rawbit import codec
+
+    trial = codec._trial
+
+    def worse_layers(f, pairs, step):
+        psnr_db, bits = trial(f, pairs, step)
+        return (psnr_db - 100.0 if step else psnr_db), bits
+
+    monkeypatch.setattr(codec, "_trial", worse_layers)
+    monkeypatch.setattr(codec, "rd_score", lambda psnr_db, bits: bits)
+    taken = []
+    for q in detail.BELOW:
+        s = ladder.settings(load_model(tiny_weights).model)[q - 1]
+        under, over = len(points[s.floor][0]), len(points[s.ceiling][0])
+        layered = [encoded_as(tiny_weights, monkeypatch, q, ladder.Setting(r, step)) for r, step in s.alternatives]
+        taken.append(any(under < len(d) < over and len(d) > len(points[q][0]) for d in layered))
+        assert api.encode(SAMPLE_DNG, model=tiny_weights, quality=q, device="cpu") == points[q][0], q
+    assert any(taken)  # some layer lay within the bits and would have been the dearest
 
 
 def test_the_finest_detail_setting_stays_under_the_archive_setting_above_it(detailed, tiny_weights, monkeypatch):
@@ -197,8 +231,8 @@ def test_best_effort_codes_the_default_the_way_that_scores_best_and_fast_tries_n
 
     ref = api.reference(SAMPLE_DNG)
     tried = []
-    trial = codec._trial_score
-    monkeypatch.setattr(codec, "_trial_score", lambda f, pairs, step: tried.append((f.quality, step)) or trial(f, pairs, step))
+    trial = codec._trial
+    monkeypatch.setattr(codec, "_trial", lambda f, pairs, step: tried.append((f.quality, step)) or trial(f, pairs, step))
 
     def score(data: bytes) -> float:
         return rd_score(psnr(ref, api.decode(data, model=tiny_weights, device="cpu")), 8 * len(data))
@@ -207,7 +241,9 @@ def test_best_effort_codes_the_default_the_way_that_scores_best_and_fast_tries_n
     best = api.encode(SAMPLE_DNG, model=tiny_weights, quality=detail.BASE, device="cpu", effort="best")
     f = bitstream.parse(best)
     step, bases = detail.BELOW_BEST[detail.BASE]
-    assert tried == [(detail.BASE, 0)] + [(b, step) for b in bases]  # none at the normal effort, each way at best
+    floor = ladder.settings(load_model(tiny_weights).model, effort="best")[detail.BASE - 1].floor
+    # none at the normal effort; at best the point below (the floor), then each way
+    assert floor == detail.BASE - 1 and tried == [(floor, 0), (detail.BASE, 0)] + [(b, step) for b in bases]
     assert (f.detail_base, f.detail_step) in [(0, 0)] + [(b, step) for b in bases] and f.quality == detail.BASE
     assert score(best) >= score(normal) - 0.01
     q = detail_qualities(tiny_weights)[0]
