@@ -6,6 +6,11 @@ import csv
 import io
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -342,6 +347,72 @@ def test_cli_rejects_an_anchor_that_is_not_benched(photos: list[Path], tmp_path:
     result = CliRunner().invoke(bench, [str(photos[0]), "--models", "", "--codecs", "jpeg",
                                         "--anchor", "avif", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--anchor" in result.stderr
+
+
+_SLOW_CODEC = """
+import os, time
+from pathlib import Path
+from rawbit.bench.codecs import Codec
+
+class SlowCodec(Codec):
+    name, kind = "slow", "standard"
+
+    def __init__(self, marks):
+        self.marks = marks
+
+    def qualities(self):
+        return [1]
+
+    def description(self):
+        return "slow"
+
+    def encode(self, path, reference, quality):
+        (Path(self.marks) / str(os.getpid())).touch()  # this worker is at work
+        time.sleep(120)
+        return b"never"
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers die with the bench on Linux (prctl)")
+def test_a_killed_bench_leaves_no_worker_coding(tmp_path: Path) -> None:
+    # A CI job's timeout or `kill` stops a bench without cleanup (SIGKILL here): the workers it
+    # started, each in the middle of a photo, must go with it rather than code on for minutes on
+    # the cores the next job needs.
+    from conftest import write_test_dng
+
+    (tmp_path / "slowcodec.py").write_text(_SLOW_CODEC)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    photos = [str(write_test_dng(tmp_path / f"p{i}.dng", height=64, width=64)) for i in range(2)]
+    script = (f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+              "from slowcodec import SlowCodec\nfrom rawbit.bench.run import run_bench\n"
+              f"run_bench({photos!r}, [SlowCodec({str(marks)!r})], {str(tmp_path / 'out')!r}, jobs=2, progress=False)\n")
+    bench = subprocess.Popen([sys.executable, "-c", script])
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and bench.poll() is None:
+            time.sleep(0.2)
+            workers = [int(p.name) for p in marks.iterdir()]
+        assert len(workers) == 2 and bench.poll() is None  # both at work, the bench still running
+        bench.kill()
+        bench.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers)
+    finally:
+        bench.kill()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
 
 
 # --- real RAW files (../shared/data) ---------------------------------------------------------
