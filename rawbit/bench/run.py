@@ -151,7 +151,7 @@ def _bench_image(task: _Task, codecs: Sequence[Codec], out: Path, keep_files: bo
     return points, skipped
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, bench: int) -> None:
     """Give each worker its share of the cores (torch and the codec libraries read these at start),
     and no life beyond the bench's."""
     # Without this each worker's torch would start one thread per core: N workers oversubscribe.
@@ -159,11 +159,11 @@ def _init_worker(threads: int) -> None:
         os.environ[var] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    _die_with_parent()
+    _die_with_parent(bench)
 
 
-def _die_with_parent() -> None:
-    """Have the kernel stop this worker when the bench that started it dies. A bench stopped by
+def _die_with_parent(bench: int) -> None:
+    """Have the kernel stop this worker when the bench that started it (pid `bench`) dies. A bench stopped by
     SIGTERM or SIGKILL (a CI job's timeout, `kill`) runs no cleanup, and its workers went on coding
     the photo they had, for minutes, on the cores the next job needed (stop 30: two such workers
     doubled a speed benchmark's times). Linux only (prctl); elsewhere they finish their photo."""
@@ -172,9 +172,10 @@ def _die_with_parent() -> None:
     import ctypes
     import signal
 
-    parent = os.getppid()
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the bench died before the line above could take effect
+    # The bench's pid comes from the bench: read here, after a spawn worker's seconds of start-up,
+    # the parent could already be whoever adopted the orphan, and the check below would pass.
+    if os.getppid() != bench:  # the bench died before prctl could take effect
         os._exit(1)
 
 
@@ -237,7 +238,7 @@ def run_bench(
             # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
             ctx = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(
-                max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+                max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads, os.getpid())
             ) as pool:
                 futures = {pool.submit(_bench_image, t, codecs, out, keep_files): t for t in tasks}
                 for future in concurrent.futures.as_completed(futures):
