@@ -163,10 +163,11 @@ def _init_worker(threads: int, bench: int) -> None:
 
 
 def _die_with_parent(bench: int) -> None:
-    """Have the kernel stop this worker when the bench that started it (pid `bench`) dies. A bench stopped by
-    SIGTERM or SIGKILL (a CI job's timeout, `kill`) runs no cleanup, and its workers went on coding
-    the photo they had, for minutes, on the cores the next job needed (stop 30: two such workers
-    doubled a speed benchmark's times). Linux only (prctl); elsewhere they finish their photo."""
+    """Have the kernel stop this worker when the bench that started it (pid `bench`) dies. A bench
+    stopped by SIGTERM or SIGKILL (a CI job's timeout, `kill`) runs no cleanup, and its workers went
+    on coding the photo they had, for minutes, on the cores the next job needed (stop 30: two such
+    workers doubled a speed benchmark's times). Linux only (prctl); elsewhere they finish their
+    photo."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
