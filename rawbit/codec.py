@@ -104,6 +104,44 @@ def synthesize_boxes(
         oi, oj = (i - i0) * scale, (j - j0) * scale
         take(box, x[:, :, oi : oi + ti * scale, oj : oj + tj * scale])
 
+    _run_boxes(run, boxes, device)
+
+
+def analyze_tiled(
+    model: RBN, x: Tensor, device: torch.device, wb: Tensor, cam_to_srgb: Tensor, tile_px: int = TILE_PX
+) -> Tensor:  # fmt: skip
+    """g_a of the padded input x (1, C, h, w) -> y (1, M, h', w') on the CPU, over tiles of a fixed
+    layout with the model's `analysis_halo` of context, run in parallel: the latent of one pass over
+    the photo (the halo holds every input a tile's latent reads), for less time and memory. A 12 MP
+    photo's first layer is 290 MB in one pass, whose every new array the kernel faults in page by
+    page, and its pointwise GDNs run at memory speed; a tile's are 25 MB (docs/bench.md, stop 32: the
+    same y to the bit, in less than two thirds of the time). A model with no local analysis runs in one pass."""
+    colour = (wb.to(device), cam_to_srgb.to(device))
+    halo = model.analysis_halo
+    if halo is None:
+        return model.analyze(channels_last(x, device), *colour).cpu().contiguous()
+    scale = model.input_stride
+    h, w = x.shape[-2] // scale, x.shape[-1] // scale
+    tile = tile_px // model.config.latent_stride
+    y = torch.empty(1, model.config.latent_channels, h, w)
+    boxes = [(i, j, min(tile, h - i), min(tile, w - j)) for i in range(0, h, tile) for j in range(0, w, tile)]
+
+    @torch.inference_mode()  # grad mode is per thread: the pool's threads need it too
+    def run(box: tuple[int, int, int, int]) -> None:
+        i, j, ti, tj = box
+        i0, j0 = max(i - halo, 0), max(j - halo, 0)
+        i1, j1 = min(i + ti + halo, h), min(j + tj + halo, w)
+        part = model.analyze(channels_last(x[:, :, i0 * scale : i1 * scale, j0 * scale : j1 * scale], device), *colour)
+        y[:, :, i : i + ti, j : j + tj] = part[:, :, i - i0 : i - i0 + ti, j - j0 : j - j0 + tj].cpu()
+
+    _run_boxes(run, boxes, device)
+    return y
+
+
+def _run_boxes(run: Callable[[tuple[int, int, int, int]], None], boxes: list[tuple[int, int, int, int]],
+               device: torch.device) -> None:  # fmt: skip
+    """run(box) for every box: in a thread each on a CPU with threads to spare (every op single-
+    threaded, so nothing depends on the thread count: device.one_thread_per_op), else in turn."""
     with one_thread_per_op() as n_threads:
         if device.type == "cpu" and n_threads > 1 and len(boxes) > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -151,7 +189,7 @@ def encode_raw(
         raise RawbitError(f"{name}: cannot be coded (sensor values that are not numbers)")
     wb, ccm = _colour_tensors(wb_values, ccm_values)
     with _transforms_on(model, device):
-        y = model.analyze(channels_last(x, device), wb.to(device), ccm.to(device)).cpu().contiguous()
+        y = analyze_tiled(model, x, device, wb, ccm)
     if not torch.isfinite(y).all():
         raise RawbitError(f"{name}: cannot be coded (the encoder's latent is not finite)")
     header = dict(model_id=model_id, height=raw.size[0], width=raw.size[1], pad=raw.pad,

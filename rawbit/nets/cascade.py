@@ -99,6 +99,11 @@ class Cascade(nn.Module):
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
         return self.comp.latent_size(height, width)
 
+    @property
+    def analysis_halo(self) -> None:
+        """None: the ISP-Net's channel attention pools the whole image, so no tile of it is exact."""
+        return None
+
     def render(self, x: Tensor, wb: Tensor | None, cam_to_srgb: Tensor | None) -> Tensor:
         """The ISP-Net's sRGB image, as the codec receives it (the [0, 1] range of a photo)."""
         return self.isp.render(x, wb, cam_to_srgb).clamp(0.0, 1.0)

@@ -188,6 +188,18 @@ class RBN(CompressionModel):
         return self.config.output == "isp"
 
     @property
+    def input_stride(self) -> int:
+        """Input pixels (packed RAW, or sRGB) per latent value."""
+        return self.config.latent_stride if self.config.input == "srgb" else self.config.latent_stride // 2
+
+    @property
+    def analysis_halo(self) -> int:
+        """Latent cells of context that make g_a's latent over a tile of the input exactly that of the
+        whole image: g_a is 3x3 convolutions of stride 2 and pointwise GDNs, so a latent value reads
+        inputs within 1 + 2 + ... + input_stride / 2 = input_stride - 1 pixels of its cell."""
+        return 1
+
+    @property
     def input_multiple(self) -> int:
         """Input height/width must be multiples of this (z is at 1/4 of y)."""
         srgb_multiple = 4 * self.config.latent_stride
