@@ -46,6 +46,20 @@ def test_every_layer_sums_exactly_at_the_largest_activations(tiny_weights):
         assert float(layer.accumulate(a).abs().max()) < 2.0**53
 
 
+def test_layers_sum_in_row_bands_what_they_sum_whole(tiny_weights):
+    """A stride-1 layer over a latent taller than a band runs band by band (its unfolded input would
+    be ~0.5 GB at 12 MP): the sums must be the int64 reference's, at band edges and photo edges."""
+    from rawbit.nets.probability import BAND_ROWS
+
+    banded = [m for m in _layers(ExactProbabilityPath(_model(tiny_weights).latent_codec))
+              if not m.transposed and m.stride == (1, 1) and m.weight.shape[-2] > 1]  # fmt: skip
+    assert banded
+    gen = torch.Generator().manual_seed(1)
+    for layer in banded:
+        a = torch.randint(-(2**24), 2**24, (1, layer.weight.shape[1], 2 * BAND_ROWS + 7, 13), generator=gen)
+        assert torch.equal(layer.accumulate(a.to(torch.float64)), layer.accumulate_int64(a.to(torch.float64))), layer
+
+
 def test_context_model_on_the_anchor_phases_equals_the_masked_5x5_convolution(tiny_weights):
     """The decoder computes the checkerboard context only where the mask reads and writes: it must
     give exactly what the dense masked convolution gives at the non-anchor positions."""

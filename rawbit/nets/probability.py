@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -81,9 +81,15 @@ class FixedConv(nn.Module):
         return acc.mul_(2.0**-self.shift).round_()  # in place: these tensors are large, float64
 
     def accumulate(self, a: Tensor) -> Tensor:
-        """The layer's integer sums, in float64 (exact: see the module's note)."""
+        """The layer's integer sums, in float64 (exact: see the module's note). A stride-1 layer runs
+        over bands of rows: a float64 convolution unfolds its whole input first (h_s's last layer:
+        ~0.5 GB on a 12 MP latent), and exact sums do not depend on how the rows are split."""
         if self.transposed:
             return F.conv_transpose2d(a, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+        halo = self.weight.shape[-2] // 2
+        if self.stride == (1, 1) and self.padding[0] == halo and a.shape[-2] > BAND_ROWS:
+            conv = functools.partial(F.conv2d, weight=self.weight, bias=self.bias, padding=(0, self.padding[1]))
+            return _in_row_bands(a, conv, halo, BAND_ROWS)
         return F.conv2d(a, self.weight, self.bias, self.stride, self.padding)
 
     def accumulate_int64(self, a: Tensor) -> Tensor:
@@ -287,19 +293,21 @@ class ExactProbabilityPath(nn.Module):
         phases = torch.cat([anchors[..., 0::2, :], anchors[..., 1::2, :]], dim=1)  # rows of phase (0,0), (1,1)
         out = anchors.new_empty(n, self.context.weight.shape[0], h, half_w)
         for rows, kernel in ((slice(0, None, 2), self.context_kernels[0]), (slice(1, None, 2), self.context_kernels[1])):
-            out[..., rows, :] = self._in_bands(phases, lambda band: _conv2d_sum(band, kernel, self.context.bias, (0, 1)))
+            conv = functools.partial(_conv2d_sum, weight=kernel, bias=self.context.bias, padding=(0, 1))
+            out[..., rows, :] = _in_row_bands(phases, conv, 1, BAND_ROWS // 2)
         return out.mul_(2.0**-self.context.shift).round_().clamp_(-ACT_LIMIT, ACT_LIMIT)
 
-    @staticmethod
-    def _in_bands(x: Tensor, conv) -> Tensor:
-        """A 3x3 convolution (rows unpadded by `conv` itself) over bands of rows with a 1-row halo."""
-        h, rows = x.shape[-2], BAND_ROWS // 2
-        out = []
-        for a in range(0, h, rows):
-            b = min(a + rows, h)
-            a0, b0 = max(a - 1, 0), min(b + 1, h)
-            out.append(conv(F.pad(x[..., a0:b0, :], (0, 0, 1 - (a - a0), 1 - (b0 - b)))))
-        return torch.cat(out, dim=-2)
+
+def _in_row_bands(x: Tensor, conv: Callable[[Tensor], Tensor], halo: int, rows: int) -> Tensor:
+    """A stride-1 convolution whose rows `conv` does not pad, over bands of `rows` rows, each with
+    `halo` rows of context (zeros beyond the edges): what `conv` of the zero-padded whole gives."""
+    h = x.shape[-2]
+    out = []
+    for a in range(0, h, rows):
+        b = min(a + rows, h)
+        a0, b0 = max(a - halo, 0), min(b + halo, h)
+        out.append(conv(F.pad(x[..., a0:b0, :], (0, 0, halo - (a - a0), halo - (b0 - b)))))
+    return torch.cat(out, dim=-2)
 
 
 def _context_kernels(weight: Tensor) -> tuple[Tensor, Tensor]:
