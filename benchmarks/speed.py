@@ -51,8 +51,8 @@ def _child(model: str, op: str, photo: str, threads: int, device: str, quality: 
     from rawbit import api
     from rawbit.allocator import keep_freed_memory
 
-    if allocator == "command" and op == "decode":
-        keep_freed_memory()  # what `rawbit decode` does in its own process (its warm-up encode too)
+    if allocator == "command":
+        keep_freed_memory()  # what `rawbit encode` and `rawbit decode` do in their own process
     from rawbit.bench.measure import measure
     from rawbit.nets.registry import list_models
 

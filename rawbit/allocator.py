@@ -1,4 +1,4 @@
-"""`rawbit decode`'s one setting of the C allocator: keep the memory it frees.
+"""`rawbit encode`'s and `rawbit decode`'s one setting of the C allocator: keep the memory it frees.
 
 A 12 MP photo passes through arrays of 50-300 MB (the latent's float64 probability path, the
 synthesis tiles, the detail layer's float64 photo). glibc hands every block over 32 MiB to the
@@ -7,10 +7,11 @@ again page by page, zeroed by the kernel: on a 12 MP photo, 2-3 s of a 6-7 s dec
 were the kernel's (`sys` time). Served from the heap, with up to 256 MiB of freed memory kept at
 its top, a freed block is reused as it is. Measured (a process decoding the same 12 MP file three
 times, 2 threads, stop 27): quality 6 6.7-7.3 -> 5.2-5.7 s, peak 1.92 -> 2.45 GiB; quality 7
-12.4-13.3 -> 8.8-9.4 s, peak 3.07 -> 3.38 GiB; the peak settles after the first photo. Encoding
-gained less for more (12 MP, quality 6: 4.2-4.4 -> 3.4-3.8 s, peak 2.09 -> 2.93-3.1 GiB, over the
-3 GiB the default must stay within), so `rawbit encode`, bench and training keep the C library's
-defaults, and the library (rawbit.api) never changes its host's allocator."""
+12.4-13.3 -> 8.8-9.4 s, peak 3.07 -> 3.38 GiB; the peak settles after the first photo. The
+encoder took it from stop 32, once its analysis ran in tiles (benchmarks/speed.py, 12 MP, quality
+6: 3.82-4.11 -> 3.34-3.36 s, process peak 2.09-2.19 -> 2.17-2.21 GiB; before the tiles it lifted the
+encoder's peak over the 3 GiB the default must stay within). Bench and training keep the C
+library's defaults, and the library (rawbit.api) never changes its host's allocator."""
 
 from __future__ import annotations
 

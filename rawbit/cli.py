@@ -197,7 +197,7 @@ def main() -> None:
       rawbit decode photo.rbit -o photo.png
       rawbit info photo.rbit
     """
-    if click.get_current_context().invoked_subcommand == "decode":
+    if click.get_current_context().invoked_subcommand in ("encode", "decode"):
         from .allocator import keep_freed_memory
 
         keep_freed_memory()  # a photo's large arrays reused, not faulted in again (rawbit/allocator.py)

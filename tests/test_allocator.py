@@ -1,5 +1,6 @@
-"""`rawbit decode` reuses the large blocks it frees instead of having the kernel fault them in
-again (rawbit/allocator.py); other commands and the library leave the C allocator as it is."""
+"""`rawbit encode` and `rawbit decode` reuse the large blocks they free instead of having the kernel
+fault them in again (rawbit/allocator.py); other commands and the library leave the C allocator as
+it is."""
 
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def test_a_freed_block_is_reused_without_the_kernel_faulting_it_in_again():
     assert kept * 10 < fresh, (kept, fresh)
 
 
-def test_rawbit_decode_keeps_freed_memory_and_other_commands_and_the_library_do_not(monkeypatch, tmp_path):
+def test_rawbit_encode_and_decode_keep_freed_memory_and_other_commands_and_the_library_do_not(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
     import rawbit.api  # noqa: F401  (the library: no call)
@@ -44,7 +45,8 @@ def test_rawbit_decode_keeps_freed_memory_and_other_commands_and_the_library_do_
     assert calls == []
     absent = str(tmp_path / "absent.rbit")
     assert CliRunner().invoke(main, ["info", absent]).exit_code == 1
-    assert CliRunner().invoke(main, ["encode", str(tmp_path / "absent.dng"), "-o", absent]).exit_code == 1
     assert calls == []
-    assert CliRunner().invoke(main, ["decode", absent, "-o", str(tmp_path / "x.png")]).exit_code == 1
+    assert CliRunner().invoke(main, ["encode", str(tmp_path / "absent.dng"), "-o", absent]).exit_code == 1
     assert calls == [1]
+    assert CliRunner().invoke(main, ["decode", absent, "-o", str(tmp_path / "x.png")]).exit_code == 1
+    assert calls == [1, 1]
