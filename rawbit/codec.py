@@ -112,11 +112,12 @@ def analyze_tiled(
 ) -> Tensor:  # fmt: skip
     """g_a of the padded input x (1, C, h, w) -> y (1, M, h', w') on the CPU, over tiles of a fixed
     layout with the model's `analysis_halo` of context, run in parallel: the latent of one pass over
-    the photo (the halo holds every input a tile's latent reads), for less time and memory. A 12 MP
+    the photo up to float rounding (the halo holds every input a tile's latent reads; at the default
+    tiles the 12 MP photo's latent was equal to the bit), for less time and memory. A 12 MP
     photo's first layer is 290 MB in one pass, whose every new array the kernel faults in page by
-    page, and its pointwise GDNs run at memory speed; a tile's are 25 MB (stop 32, docs/bench.md: the
-    same y to the bit, and with the rANS coder fed arrays the 12 MP encode took 3.82-4.11 s instead of
-    4.31-4.67). A model with no local analysis runs in one pass."""
+    page, and its pointwise GDNs run at memory speed; a tile's are 25 MB (stop 32, docs/bench.md: with
+    the rANS coder fed arrays the 12 MP encode took 3.82-4.11 s instead of 4.31-4.67). A model with
+    no local analysis runs in one pass."""
     colour = (wb.to(device), cam_to_srgb.to(device))
     halo = model.analysis_halo
     if halo is None:
@@ -141,8 +142,9 @@ def analyze_tiled(
 
 def _run_boxes(run: Callable[[tuple[int, int, int, int]], None], boxes: list[tuple[int, int, int, int]],
                device: torch.device) -> None:  # fmt: skip
-    """run(box) for every box: in a thread each on a CPU with threads to spare (every op single-
-    threaded, so nothing depends on the thread count: device.one_thread_per_op), else in turn."""
+    """run(box) for every box: on a CPU with threads to spare, by a pool of as many workers as torch
+    had threads (every op single-threaded, so nothing depends on the thread count:
+    device.one_thread_per_op), else in turn."""
     with one_thread_per_op() as n_threads:
         if device.type == "cpu" and n_threads > 1 and len(boxes) > 1:
             from concurrent.futures import ThreadPoolExecutor

@@ -61,8 +61,9 @@ def _ints(x) -> np.ndarray:
 
 
 def _as_list(x) -> list[int]:
-    """compressai's coder takes Python lists; callers with large arrays (the archive layer) pass
-    numpy, which the guard's own arithmetic reads without building a list first."""
+    """What the guard hands compressai's coder: callers with large arrays (the archive layer, the
+    probability path) pass numpy, which the guard's own arithmetic reads without a list; the coder
+    gets one list, built once (its pybind arguments take arrays too, converted element by element)."""
     return x.tolist() if isinstance(x, np.ndarray) else x
 
 

@@ -81,13 +81,13 @@ class FixedConv(nn.Module):
         return acc.mul_(2.0**-self.shift).round_()  # in place: these tensors are large, float64
 
     def accumulate(self, a: Tensor) -> Tensor:
-        """The layer's integer sums, in float64 (exact: see the module's note). A stride-1 layer runs
-        over bands of rows: a float64 convolution unfolds its whole input first (h_s's last layer:
-        ~0.5 GB on a 12 MP latent), and exact sums do not depend on how the rows are split."""
+        """The layer's integer sums, in float64 (exact: see the module's note). A stride-1 layer wider
+        than 1x1 runs over bands of rows: a float64 convolution unfolds its whole input first (h_s's
+        last layer: ~0.5 GB on a 12 MP latent), and exact sums do not depend on how the rows are split."""
         if self.transposed:
             return F.conv_transpose2d(a, self.weight, self.bias, self.stride, self.padding, self.output_padding)
         halo = self.weight.shape[-2] // 2
-        if self.stride == (1, 1) and self.padding[0] == halo and a.shape[-2] > BAND_ROWS:
+        if halo and self.stride == (1, 1) and self.padding[0] == halo and a.shape[-2] > BAND_ROWS:
             conv = functools.partial(F.conv2d, weight=self.weight, bias=self.bias, padding=(0, self.padding[1]))
             return _in_row_bands(a, conv, halo, BAND_ROWS)
         return F.conv2d(a, self.weight, self.bias, self.stride, self.padding)
@@ -240,8 +240,9 @@ class ExactProbabilityPath(nn.Module):
 
     def _encode(self, symbols: Tensor, indexes: Tensor) -> bytes:
         """The stream GaussianConditional.compress writes for one image's symbols, given to its coder
-        as arrays: inside rans.guarded_rans (as files are coded) compressai's lists of millions of
-        Python ints cost the guard more than the coding did (~0.4 s of a 12 MP encode)."""
+        as arrays: inside rans.guarded_rans (as files are coded) the guard's bound reads them as they
+        are, where converting compressai's lists of millions of Python ints back cost it more than
+        the coding did."""
         flat = symbols.reshape(-1).to(torch.int32).numpy(), indexes.reshape(-1).to(torch.int32).numpy()
         return self.gaussian.entropy_coder.encode_with_indexes(*flat, *self._tables())
 
@@ -254,6 +255,7 @@ class ExactProbabilityPath(nn.Module):
 
     def _tables(self) -> tuple[list, list, list]:
         g = self.gaussian
+        g._check_cdf_size(), g._check_cdf_length(), g._check_offsets_size()  # compressai's own checks
         return g._quantized_cdf.tolist(), g._cdf_length.reshape(-1).int().tolist(), g._offset.reshape(-1).int().tolist()
 
     def _hyper_synthesis(self, z_strings: list[bytes], z_size: tuple[int, int]) -> Tensor:

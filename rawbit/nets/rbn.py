@@ -194,9 +194,9 @@ class RBN(CompressionModel):
 
     @property
     def analysis_halo(self) -> int:
-        """Latent cells of context that make g_a's latent over a tile of the input exactly that of the
-        whole image: g_a is 3x3 convolutions of stride 2 and pointwise GDNs, so a latent value reads
-        inputs within 1 + 2 + ... + input_stride / 2 = input_stride - 1 pixels of its cell."""
+        """Latent cells of context that make g_a's latent over a tile of the input that of the whole
+        image (up to float rounding): g_a is 3x3 convolutions of stride 2 and pointwise GDNs, so a
+        latent value reads inputs within 1 + 2 + ... + input_stride / 2 = input_stride - 1 pixels."""
         return 1
 
     @property
