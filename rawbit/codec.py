@@ -70,9 +70,8 @@ def synthesize_tiled(
     """
     _, _, h, w = y_hat.shape
     scale = model.config.latent_stride
-    tile = tile_px // scale
     out = torch.empty(1, 3, h * scale, w * scale)
-    boxes = [(i, j, min(tile, h - i), min(tile, w - j)) for i in range(0, h, tile) for j in range(0, w, tile)]
+    boxes = _tile_layout(h, w, tile_px // scale)
 
     def take(box: tuple[int, int, int, int], x: Tensor) -> None:
         i, j, ti, tj = box
@@ -98,8 +97,7 @@ def synthesize_boxes(
     @torch.inference_mode()  # grad mode is per thread: the pool's threads need it too
     def run(box: tuple[int, int, int, int]) -> None:
         i, j, ti, tj = box
-        i0, j0 = max(i - halo, 0), max(j - halo, 0)
-        i1, j1 = min(i + ti + halo, h), min(j + tj + halo, w)
+        i0, j0, i1, j1 = _with_halo(box, halo, h, w)
         x = model.synthesize(channels_last(y_hat[:, :, i0:i1, j0:j1], device), **colour).cpu()
         oi, oj = (i - i0) * scale, (j - j0) * scale
         take(box, x[:, :, oi : oi + ti * scale, oj : oj + tj * scale])
@@ -124,20 +122,30 @@ def analyze_tiled(
         return model.analyze(channels_last(x, device), *colour).cpu().contiguous()
     scale = model.input_stride
     h, w = x.shape[-2] // scale, x.shape[-1] // scale
-    tile = tile_px // model.config.latent_stride
     y = torch.empty(1, model.config.latent_channels, h, w)
-    boxes = [(i, j, min(tile, h - i), min(tile, w - j)) for i in range(0, h, tile) for j in range(0, w, tile)]
+    boxes = _tile_layout(h, w, tile_px // model.config.latent_stride)
 
     @torch.inference_mode()  # grad mode is per thread: the pool's threads need it too
     def run(box: tuple[int, int, int, int]) -> None:
         i, j, ti, tj = box
-        i0, j0 = max(i - halo, 0), max(j - halo, 0)
-        i1, j1 = min(i + ti + halo, h), min(j + tj + halo, w)
+        i0, j0, i1, j1 = _with_halo(box, halo, h, w)
         part = model.analyze(channels_last(x[:, :, i0 * scale : i1 * scale, j0 * scale : j1 * scale], device), *colour)
         y[:, :, i : i + ti, j : j + tj] = part[:, :, i - i0 : i - i0 + ti, j - j0 : j - j0 + tj].cpu()
 
     _run_boxes(run, boxes, device)
     return y
+
+
+def _tile_layout(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, rows, columns) of tiles of `tile` cells over an h x w latent: a layout that depends
+    on the size alone, never on the thread count."""
+    return [(i, j, min(tile, h - i), min(tile, w - j)) for i in range(0, h, tile) for j in range(0, w, tile)]
+
+
+def _with_halo(box: tuple[int, int, int, int], halo: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of `box` grown by `halo` cells on every side, within the h x w latent."""
+    i, j, ti, tj = box
+    return max(i - halo, 0), max(j - halo, 0), min(i + ti + halo, h), min(j + tj + halo, w)
 
 
 def _run_boxes(run: Callable[[tuple[int, int, int, int]], None], boxes: list[tuple[int, int, int, int]],
